@@ -1,0 +1,17 @@
+"""xpnn: exact, fast, readable conv and dense networks on NumPy or CuPy, with TensorFlow semantics."""
+
+from xpnn import datasets, layers, losses, optimizers
+from xpnn.backends import get_backend, set_backend
+from xpnn.errors import DivergedError
+from xpnn.layers import AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sigmoid, Softmax, Tanh
+from xpnn.losses import get_loss
+from xpnn.model import History, Sequential
+from xpnn.optimizers import SGD, Adam, get_optimizer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SGD", "Adam", "AvgPool2D", "Conv2D", "Dense", "DivergedError", "Flatten", "History", "MaxPool2D", "ReLU",
+    "Sequential", "Sigmoid", "Softmax", "Tanh", "datasets", "get_backend", "get_loss", "get_optimizer", "layers",
+    "losses", "optimizers", "set_backend",
+]

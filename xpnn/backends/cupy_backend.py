@@ -1,0 +1,55 @@
+"""CuPy kernels: the CUDA twins of `numpy_backend`'s kernels, same names and signatures.
+
+Imported only once `cupy` and a CUDA device are known to be present.
+"""
+
+from __future__ import annotations
+
+import cupy as cp
+
+
+def synchronize() -> None:
+    """Wait for the current device's queued work."""
+    cp.cuda.get_current_stream().synchronize()
+
+
+relu_grad = cp.ElementwiseKernel("T dout, T out", "T dx", "dx = out > 0 ? dout : (T)0", "xpnn_relu_grad")
+
+
+def softmax_xent(logits: cp.ndarray, labels: cp.ndarray) -> tuple[cp.ndarray, cp.ndarray]:
+    """Per-row loss and backprop of tf.nn.softmax_cross_entropy_with_logits, (n, k) -> (n,), (n, k)."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = cp.exp(shifted)
+    sum_exp = exp.sum(axis=1, keepdims=True)
+    loss = (labels * (cp.log(sum_exp) - shifted)).sum(axis=1)
+    backprop = exp / sum_exp - labels
+    return loss, backprop
+
+
+_adam = cp.ElementwiseKernel(
+    "T g, T alpha, T one_minus_beta_1, T one_minus_beta_2, T epsilon",
+    "T w, T m, T v",
+    """
+    m += (g - m) * one_minus_beta_1;
+    v += (g * g - v) * one_minus_beta_2;
+    w -= (m * alpha) / (sqrt(v) + epsilon);
+    """,
+    "xpnn_adam_update",
+)
+
+
+def adam_update(
+    w: cp.ndarray, g: cp.ndarray, m: cp.ndarray, v: cp.ndarray,
+    alpha: float, one_minus_beta_1: float, one_minus_beta_2: float, epsilon: float,
+) -> None:
+    """In place, TensorFlow's ApplyAdam: m += (g-m)(1-b1); v += (g²-v)(1-b2); w -= m·alpha/(√v+eps)."""
+    t = w.dtype.type
+    _adam(g, t(alpha), t(one_minus_beta_1), t(one_minus_beta_2), t(epsilon), w, m, v)
+
+
+_sgd = cp.ElementwiseKernel("T g, T learning_rate", "T w", "w -= g * learning_rate", "xpnn_sgd_update")
+
+
+def sgd_update(w: cp.ndarray, g: cp.ndarray, learning_rate: float) -> None:
+    """In place, TensorFlow's ApplyGradientDescent: w -= lr * g."""
+    _sgd(g, w.dtype.type(learning_rate), w)

@@ -1,0 +1,55 @@
+"""NumPy kernels: the CPU twins of `cupy_backend`'s kernels, same names and signatures.
+
+Each function computes exactly what its CuPy twin computes, in the same order of
+operations, so both round alike and one test parameterization covers the pair.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def synchronize() -> None:
+    """Nothing is queued on the CPU."""
+
+
+def relu_grad(dout: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """dx = dout where the ReLU output is positive, else 0 (tf.nn.relu's gradient)."""
+    return dout * (out > 0)
+
+
+def softmax_xent(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row loss and backprop of tf.nn.softmax_cross_entropy_with_logits, (n, k) -> (n,), (n, k).
+
+    loss = sum(labels * (log(sum(exp(z - max))) - (z - max))); backprop = softmax(z) - labels.
+    """
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    sum_exp = exp.sum(axis=1, keepdims=True)
+    loss = (labels * (np.log(sum_exp) - shifted)).sum(axis=1)
+    backprop = exp / sum_exp - labels
+    return loss, backprop
+
+
+def adam_update(
+    w: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray,
+    alpha: float, one_minus_beta_1: float, one_minus_beta_2: float, epsilon: float,
+) -> None:
+    """In place, TensorFlow's ApplyAdam: m += (g-m)(1-b1); v += (g²-v)(1-b2); w -= m·alpha/(√v+eps)."""
+    tmp = g - m
+    tmp *= one_minus_beta_1
+    m += tmp
+    np.multiply(g, g, out=tmp)
+    tmp -= v
+    tmp *= one_minus_beta_2
+    v += tmp
+    np.sqrt(v, out=tmp)
+    tmp += epsilon
+    step = m * alpha
+    step /= tmp
+    w -= step
+
+
+def sgd_update(w: np.ndarray, g: np.ndarray, learning_rate: float) -> None:
+    """In place, TensorFlow's ApplyGradientDescent: w -= lr * g."""
+    w -= g * learning_rate

@@ -1,0 +1,1 @@
+"""Data sources (SIGNS, the embedded stand-in) and minibatch orders."""

@@ -1,0 +1,14 @@
+"""Errors xpnn raises beyond ValueError/TypeError."""
+
+from __future__ import annotations
+
+
+class DivergedError(FloatingPointError):
+    """Training produced a non-finite cost; says where and what to try."""
+
+    def __init__(self, epoch: int, step: int, cost: float) -> None:
+        self.epoch, self.step, self.cost = epoch, step, cost
+        super().__init__(
+            f"the cost became {cost} at epoch {epoch}, step {step} (both counted from 1): training diverged. "
+            "Lower the learning rate, check the inputs are scaled (e.g. images to [0, 1]), or try another seed."
+        )

@@ -1,0 +1,71 @@
+"""What every layer is: a config, parameters after `build`, and a forward/backward pair.
+
+`forward(x)` returns the output and a cache (a frozen dataclass); `backward(dout, cache)`
+returns the input gradient (None when `need_dx` is False, as for the first layer) and
+the parameter gradients keyed like `params`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from xpnn.types import Array, IntPair
+
+
+class Layer:
+    """Base class; subclasses set `params` in `build` and implement forward/backward."""
+
+    def __init__(self) -> None:
+        self.params: dict[str, Array] = {}
+        self.input_shape: tuple[int, ...] | None = None
+        self.output_shape: tuple[int, ...] | None = None
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def build(self, input_shape: tuple[int, ...], rng: np.random.Generator, dtype: np.dtype) -> tuple[int, ...]:
+        """Check `input_shape` (without the batch axis), create parameters, return the output shape."""
+        self.input_shape = tuple(input_shape)
+        self.output_shape = self.compute_output_shape(self.input_shape)
+        return self.output_shape
+
+    def compute_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return input_shape
+
+    def forward(self, x: Array) -> tuple[Array, Any]:
+        raise NotImplementedError
+
+    def backward(self, dout: Array, cache: Any, need_dx: bool = True) -> tuple[Array | None, dict[str, Array]]:
+        raise NotImplementedError
+
+    def get_config(self) -> dict[str, Any]:
+        """The constructor arguments, JSON-friendly."""
+        return {}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{self.name}({args})"
+
+
+def positive_pair(value: IntPair | Sequence[int], what: str, layer: str) -> tuple[int, int]:
+    """Read an int or a pair of ints that must be ≥ 1, with a Keras-style error otherwise."""
+    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in pair):
+        raise TypeError(f"{layer} expects {what} as an int or a pair of ints; received {what}={value!r}.")
+    if min(pair) < 1:
+        raise ValueError(f"{layer} expects {what} to be positive (>= 1); received {what}={value!r}.")
+    return int(pair[0]), int(pair[1])
+
+
+def expect_nhwc(input_shape: tuple[int, ...], layer: str) -> tuple[int, int, int]:
+    """Check a (h, w, c) input shape (the batch axis left out) and return it."""
+    if len(input_shape) != 3:
+        raise ValueError(
+            f"{layer} expects NHWC input (n, h, w, c), i.e. a per-sample shape (h, w, c); "
+            f"got per-sample shape {tuple(input_shape)}. Add a channel axis for grey images (x[..., None])."
+        )
+    return int(input_shape[0]), int(input_shape[1]), int(input_shape[2])

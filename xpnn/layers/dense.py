@@ -1,0 +1,73 @@
+"""Fully connected layer with an (in, out) kernel, as keras.layers.Dense without activation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from xpnn.backends import get_backend
+from xpnn.init import get_initializer
+from xpnn.layers.base import Layer
+from xpnn.types import Array
+
+
+@dataclass(frozen=True)
+class DenseCache:
+    x: Array
+    w: Array
+
+
+def dense_forward(x: Array, w: Array, b: Array | None) -> tuple[Array, DenseCache]:
+    """(n, in) · (in, out) + b -> (n, out)."""
+    out = x @ w
+    if b is not None:
+        out += b
+    return out, DenseCache(x, w)
+
+
+def dense_backward(dout: Array, cache: DenseCache, need_dx: bool = True) -> tuple[Array | None, dict[str, Array]]:
+    """dx = dout·Wᵀ, dW = xᵀ·dout, db = Σ dout."""
+    grads = {"w": cache.x.T @ dout, "b": dout.sum(axis=0)}
+    return (dout @ cache.w.T if need_dx else None), grads
+
+
+class Dense(Layer):
+    """Dense(units): out = x·W + b with W shaped (in, out)."""
+
+    def __init__(self, units: int, use_bias: bool = True, kernel_initializer: str = "glorot_uniform") -> None:
+        super().__init__()
+        if not isinstance(units, (int, np.integer)) or isinstance(units, bool) or units < 1:
+            raise ValueError(f"Dense expects a positive integer number of units; received units={units!r}.")
+        self.units = int(units)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = get_initializer(kernel_initializer)
+
+    def compute_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(input_shape) != 1:
+            raise ValueError(
+                f"Dense expects (n, features) input; got per-sample shape {tuple(input_shape)}. "
+                "Put a Flatten() layer before it."
+            )
+        return (self.units,)
+
+    def build(self, input_shape: tuple[int, ...], rng: np.random.Generator, dtype: np.dtype) -> tuple[int, ...]:
+        out_shape = super().build(input_shape, rng, dtype)
+        backend = get_backend()
+        self.params = {"w": backend.asarray(self.kernel_initializer((int(input_shape[0]), self.units), rng), dtype=dtype)}
+        if self.use_bias:
+            self.params["b"] = backend.xp.zeros((self.units,), dtype=dtype)
+        return out_shape
+
+    def forward(self, x: Array) -> tuple[Array, DenseCache]:
+        return dense_forward(x, self.params["w"], self.params.get("b"))
+
+    def backward(self, dout: Array, cache: DenseCache, need_dx: bool = True) -> tuple[Array | None, dict[str, Array]]:
+        dx, grads = dense_backward(dout, cache, need_dx)
+        if not self.use_bias:
+            del grads["b"]
+        return dx, grads
+
+    def get_config(self) -> dict[str, Any]:
+        return {"units": self.units, "use_bias": self.use_bias, "kernel_initializer": self.kernel_initializer.name}

@@ -1,0 +1,123 @@
+"""Max and average pooling on NHWC input, as tf.nn.max_pool2d / tf.nn.avg_pool2d.
+
+SAME padding never lets a padded cell win a max (it holds -inf) and never counts it
+in an average (each window is divided by its number of real cells).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from xpnn.backends import get_backend
+from xpnn.layers.base import Layer, expect_nhwc, positive_pair
+from xpnn.layers.padding import normalize_padding, output_size, pads_2d
+from xpnn.layers.windows import crop_hw, pad_hw, window_view, windows_add
+from xpnn.types import Array, IntPair, Padding
+
+
+@dataclass(frozen=True)
+class PoolCache:
+    padded_shape: tuple[int, ...]
+    pads: tuple[tuple[int, int], tuple[int, int]]
+    pool_size: tuple[int, int]
+    strides: tuple[int, int]
+    argmax: Array | None = None  # (n, out_h, out_w, c): winner's index in the window, row-major
+    counts: Array | None = None  # (1, out_h, out_w, 1): real cells per window
+
+
+def _geometry(x: Array, pool_size: tuple[int, int], strides: tuple[int, int], padding: Padding):
+    _, h, w, _ = x.shape
+    pads = pads_2d((h, w), pool_size, strides, padding)
+    out_hw = (output_size(h, pool_size[0], strides[0], padding), output_size(w, pool_size[1], strides[1], padding))
+    return pads, out_hw
+
+
+def maxpool_forward(
+    x: Array, pool_size: tuple[int, int], strides: tuple[int, int], padding: Padding
+) -> tuple[Array, PoolCache]:
+    """Max over each window; the first maximum in row-major order wins, as in TensorFlow's CPU kernel."""
+    xp = get_backend().xp
+    pads, out_hw = _geometry(x, pool_size, strides, padding)
+    x_pad = pad_hw(x, pads, -xp.inf)
+    n, c = x.shape[0], x.shape[3]
+    flat = window_view(x_pad, pool_size, strides, out_hw).reshape(n, *out_hw, pool_size[0] * pool_size[1], c)
+    argmax = flat.argmax(axis=3)
+    out = xp.take_along_axis(flat, argmax[:, :, :, None, :], axis=3)[:, :, :, 0, :]
+    return out, PoolCache(x_pad.shape, pads, pool_size, strides, argmax=argmax)
+
+
+def maxpool_backward(dout: Array, cache: PoolCache) -> Array:
+    """Route each output gradient to the input cell that won its window."""
+    xp = get_backend().xp
+    n, out_h, out_w, c = dout.shape
+    kh, kw = cache.pool_size
+    won = cache.argmax[:, :, :, None, :] == xp.arange(kh * kw)[:, None]
+    patches = (won * dout[:, :, :, None, :]).reshape(n, out_h, out_w, kh, kw, c)
+    return crop_hw(windows_add(patches, cache.padded_shape, cache.strides), cache.pads)
+
+
+def avgpool_forward(
+    x: Array, pool_size: tuple[int, int], strides: tuple[int, int], padding: Padding
+) -> tuple[Array, PoolCache]:
+    """Mean over the real (unpadded) cells of each window."""
+    xp = get_backend().xp
+    pads, out_hw = _geometry(x, pool_size, strides, padding)
+    sums = window_view(pad_hw(x, pads), pool_size, strides, out_hw).sum(axis=(3, 4))
+    ones = pad_hw(xp.ones((1, x.shape[1], x.shape[2], 1), dtype=x.dtype), pads)
+    counts = window_view(ones, pool_size, strides, out_hw).sum(axis=(3, 4))
+    padded_shape = (x.shape[0], x.shape[1] + sum(pads[0]), x.shape[2] + sum(pads[1]), x.shape[3])
+    return sums / counts, PoolCache(padded_shape, pads, pool_size, strides, counts=counts)
+
+
+def avgpool_backward(dout: Array, cache: PoolCache) -> Array:
+    """Spread each output gradient evenly over the real cells of its window."""
+    xp = get_backend().xp
+    n, out_h, out_w, c = dout.shape
+    kh, kw = cache.pool_size
+    share = (dout / cache.counts)[:, :, :, None, None, :]
+    patches = xp.broadcast_to(share, (n, out_h, out_w, kh, kw, c))
+    return crop_hw(windows_add(patches, cache.padded_shape, cache.strides), cache.pads)
+
+
+class _Pool2D(Layer):
+    kind = ""
+
+    def __init__(self, pool_size: IntPair = 2, strides: IntPair | None = None, padding: Padding | str = "valid"):
+        super().__init__()
+        self.pool_size = positive_pair(pool_size, "pool_size", self.name)
+        self.strides = self.pool_size if strides is None else positive_pair(strides, "strides", self.name)
+        self.padding = normalize_padding(padding)
+
+    def compute_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        h, w, c = expect_nhwc(input_shape, self.name)
+        (kh, kw), (sh, sw) = self.pool_size, self.strides
+        if self.padding == "valid" and (kh > h or kw > w):
+            raise ValueError(
+                f"{self.name} pool_size {self.pool_size} is bigger than its VALID input {h}x{w}; "
+                "use padding='same' or a smaller pool_size."
+            )
+        return output_size(h, kh, sh, self.padding), output_size(w, kw, sw, self.padding), c
+
+    def get_config(self) -> dict[str, Any]:
+        return {"pool_size": list(self.pool_size), "strides": list(self.strides), "padding": self.padding}
+
+
+class MaxPool2D(_Pool2D):
+    """MaxPool2D(pool_size=2, strides=pool_size, padding="valid"), like keras.layers.MaxPool2D."""
+
+    def forward(self, x: Array) -> tuple[Array, PoolCache]:
+        return maxpool_forward(x, self.pool_size, self.strides, self.padding)
+
+    def backward(self, dout: Array, cache: PoolCache, need_dx: bool = True) -> tuple[Array | None, dict[str, Array]]:
+        return (maxpool_backward(dout, cache) if need_dx else None), {}
+
+
+class AvgPool2D(_Pool2D):
+    """AvgPool2D(pool_size=2, strides=pool_size, padding="valid"), like keras.layers.AveragePooling2D."""
+
+    def forward(self, x: Array) -> tuple[Array, PoolCache]:
+        return avgpool_forward(x, self.pool_size, self.strides, self.padding)
+
+    def backward(self, dout: Array, cache: PoolCache, need_dx: bool = True) -> tuple[Array | None, dict[str, Array]]:
+        return (avgpool_backward(dout, cache) if need_dx else None), {}

@@ -1,0 +1,44 @@
+"""Sliding windows over NHWC arrays: the im2col view and its adjoint, shared by conv and pooling."""
+
+from __future__ import annotations
+
+from xpnn.backends import get_backend
+from xpnn.types import Array
+
+
+def pad_hw(x: Array, pads: tuple[tuple[int, int], tuple[int, int]], value: float = 0.0) -> Array:
+    """Pad the two spatial axes of NHWC `x` (no copy when there is nothing to pad)."""
+    (top, bottom), (left, right) = pads
+    if top == bottom == left == right == 0:
+        return x
+    xp = get_backend().xp
+    return xp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=value)
+
+
+def window_view(x_pad: Array, k_hw: tuple[int, int], s_hw: tuple[int, int], out_hw: tuple[int, int]) -> Array:
+    """A read-only strided view (n, out_h, out_w, fh, fw, c) of every window of padded NHWC input."""
+    xp = get_backend().xp
+    n, _, _, c = x_pad.shape
+    sn, sh, sw, sc = x_pad.strides
+    shape = (n, out_hw[0], out_hw[1], k_hw[0], k_hw[1], c)
+    strides = (sn, sh * s_hw[0], sw * s_hw[1], sh, sw, sc)
+    return xp.lib.stride_tricks.as_strided(x_pad, shape=shape, strides=strides)
+
+
+def windows_add(patches: Array, padded_shape: tuple[int, ...], s_hw: tuple[int, int]) -> Array:
+    """Adjoint of `window_view`: sum (n, out_h, out_w, fh, fw, c) patches back into a padded array."""
+    xp = get_backend().xp
+    _, out_h, out_w, fh, fw, _ = patches.shape
+    sh, sw = s_hw
+    dx = xp.zeros(padded_shape, dtype=patches.dtype)
+    for i in range(fh):
+        for j in range(fw):
+            dx[:, i : i + sh * (out_h - 1) + 1 : sh, j : j + sw * (out_w - 1) + 1 : sw, :] += patches[:, :, :, i, j, :]
+    return dx
+
+
+def crop_hw(x_pad: Array, pads: tuple[tuple[int, int], tuple[int, int]]) -> Array:
+    """Undo `pad_hw`: the interior of a padded NHWC array."""
+    (top, bottom), (left, right) = pads
+    h, w = x_pad.shape[1], x_pad.shape[2]
+    return x_pad[:, top : h - bottom, left : w - right, :]

@@ -1,0 +1,305 @@
+"""Sequential: a stack of layers with the Keras surface (build, fit, evaluate, predict, train_on_batch).
+
+Weights are exchanged as host NumPy arrays in Keras order and TensorFlow layouts, so they
+move between xpnn and tf.keras without transposes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from xpnn.backends import get_backend
+from xpnn.data.batches import check_shuffle, epoch_batches
+from xpnn.errors import DivergedError
+from xpnn.inputs import prepare_x, prepare_y
+from xpnn.layers.base import Layer
+from xpnn.losses import Loss, get_loss
+from xpnn.optimizers import Optimizer, get_optimizer
+from xpnn.types import Array
+
+DTYPES = ("float32", "float64")
+PREDICT_CHUNK = 256
+
+
+@dataclass
+class History:
+    """What `fit` returns: `history["loss"]` etc. hold one value per epoch, as in Keras."""
+
+    history: dict[str, list[float]] = field(default_factory=dict)
+    epoch: list[int] = field(default_factory=list)
+
+    def append(self, epoch: int, logs: dict[str, float]) -> None:
+        self.epoch.append(epoch)
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(value)
+
+
+@dataclass
+class Pass:
+    """One forward and backward pass: the cost, the logits, and gradients aligned with get_weights()."""
+
+    cost: Array
+    logits: Array
+    grads: list[Array]
+    outputs: list[Array] | None = None
+    input_grads: list[Array] | None = None
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int; got {value!r}.")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1; got {name}={value}.")
+    return int(value)
+
+
+class Sequential:
+    """A linear stack of layers: `Sequential([Conv2D(8, 4, padding="same"), ReLU(), ...], dtype="float32")`."""
+
+    def __init__(self, layers: Iterable[Layer], dtype: str = "float32") -> None:
+        self.layers = list(layers)
+        for i, layer in enumerate(self.layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"layer {i} is a {type(layer).__name__}, not an xpnn layer (xpnn.layers.*).")
+        if not self.layers:
+            raise ValueError("Sequential needs at least one layer.")
+        if str(dtype) not in DTYPES:
+            raise ValueError(f"dtype must be 'float32' or 'float64'; got {dtype!r}.")
+        self.dtype = np.dtype(str(dtype))
+        self.input_shape: tuple[int, ...] | None = None
+        self.optimizer: Optimizer | None = None
+        self.loss: Loss | None = None
+        self._named_optimizers: dict[str, Optimizer] = {}
+
+    # ---- structure and weights -------------------------------------------------------------------
+    @property
+    def built(self) -> bool:
+        return self.input_shape is not None
+
+    def build(self, input_shape: Sequence[int], seed: int | None = 0) -> Sequential:
+        """Create every layer's weights for per-sample `input_shape` (e.g. (64, 64, 3)); kernels glorot, biases 0."""
+        shape = tuple(int(s) for s in input_shape)
+        if not shape or min(shape) < 1:
+            raise ValueError(f"input_shape must be positive sizes without the batch axis, e.g. (64, 64, 3); got {input_shape!r}.")
+        rng = np.random.default_rng(seed)
+        for i, layer in enumerate(self.layers):
+            try:
+                shape = layer.build(shape, rng, self.dtype)
+            except ValueError as exc:
+                raise ValueError(f"layer {i} ({layer.name}): {exc}") from None
+            if min(shape) < 1:
+                raise ValueError(
+                    f"layer {i} ({layer!r}) shrinks the input to {shape}: the stack is too deep for "
+                    f"input_shape {tuple(input_shape)}; use padding='same' or fewer/lower strides."
+                )
+        self.input_shape = tuple(int(s) for s in input_shape)
+        return self
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        self._require_built()
+        return self.layers[-1].output_shape  # type: ignore[return-value]
+
+    def _require_built(self) -> None:
+        if not self.built:
+            raise ValueError("the model is not built yet; call model.build(input_shape=(h, w, c), seed=...) first.")
+
+    def parameters(self) -> list[Array]:
+        """The backend arrays that training updates, in Keras order (layer by layer, kernel then bias)."""
+        return [p for layer in self.layers for p in layer.params.values()]
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Host copies of all weights, Keras order and TensorFlow layouts."""
+        self._require_built()
+        backend = get_backend()
+        return [np.array(backend.to_host(p), copy=True) for p in self.parameters()]
+
+    def set_weights(self, weights: Sequence[Any]) -> None:
+        """Load weights given in `get_weights()` order and shapes (e.g. from tf.keras's model.get_weights())."""
+        self._require_built()
+        backend = get_backend()
+        slots = [(layer, key) for layer in self.layers for key in layer.params]
+        if len(weights) != len(slots):
+            raise ValueError(f"set_weights got {len(weights)} arrays but the model has {len(slots)} (see get_weights()).")
+        new = []
+        for i, ((layer, key), w) in enumerate(zip(slots, weights)):
+            arr = np.asarray(backend.to_host(w))
+            if arr.shape != layer.params[key].shape:
+                raise ValueError(
+                    f"weight {i} ({layer.name} {key}) must have shape {tuple(layer.params[key].shape)}; got {arr.shape}."
+                )
+            if not np.isfinite(arr).all():
+                raise ValueError(f"weight {i} ({layer.name} {key}) holds NaN or Inf; pass finite weights.")
+            new.append(backend.asarray(np.array(arr, dtype=self.dtype, copy=True)))
+        for (layer, key), arr in zip(slots, new):
+            layer.params[key] = arr
+
+    def summary(self) -> str:
+        """A table of layers, output shapes and parameter counts."""
+        self._require_built()
+        lines = [f"{'layer':<40}{'output shape':<22}{'params':>8}"]
+        for layer in self.layers:
+            count = sum(int(np.prod(p.shape)) for p in layer.params.values())
+            lines.append(f"{layer!r:<40.40}{str(('n', *layer.output_shape)):<22}{count:>8}")
+        lines.append(f"total params: {sum(int(np.prod(p.shape)) for p in self.parameters())}  dtype: {self.dtype}")
+        return "\n".join(lines)
+
+    # ---- passes ----------------------------------------------------------------------------------
+    def forward(self, x: Array, record: bool = False) -> tuple[Array, list[Any], list[Array] | None]:
+        """Logits, the layers' caches, and (when `record`) each layer's output."""
+        caches, outputs = [], [] if record else None
+        for layer in self.layers:
+            x, cache = layer.forward(x)
+            caches.append(cache)
+            if outputs is not None:
+                outputs.append(x)
+        return x, caches, outputs
+
+    def backward(self, dout: Array, caches: list[Any], record: bool = False) -> tuple[list[Array], list[Array] | None]:
+        """Gradients aligned with `parameters()` and (when `record`) each layer's input gradient.
+
+        The first layer's input gradient is computed only when recorded: nothing else needs it.
+        """
+        per_layer: list[dict[str, Array]] = [{}] * len(self.layers)
+        input_grads: list[Array] | None = [None] * len(self.layers) if record else None  # type: ignore[list-item]
+        for i in range(len(self.layers) - 1, -1, -1):
+            dout, per_layer[i] = self.layers[i].backward(dout, caches[i], need_dx=record or i > 0)
+            if input_grads is not None:
+                input_grads[i] = dout
+        grads = [g[key] for layer, g in zip(self.layers, per_layer) for key in layer.params]
+        return grads, input_grads
+
+    def run_pass(self, x: Array, y: Array, loss: Loss, record: bool = False) -> Pass:
+        """Forward, loss and backward on prepared backend arrays, without touching the weights."""
+        logits, caches, outputs = self.forward(x, record)
+        cost, dlogits = loss(logits, y)
+        grads, input_grads = self.backward(dlogits, caches, record)
+        return Pass(cost, logits, grads, outputs, input_grads)
+
+    # ---- user entry points -----------------------------------------------------------------------
+    def compile(self, optimizer: str | Optimizer = "adam", loss: str | Loss = "softmax_cross_entropy") -> Sequential:
+        """Remember an optimizer and a loss for calls that leave them out."""
+        self.optimizer = get_optimizer(optimizer)
+        self.loss = get_loss(loss)
+        return self
+
+    def _resolve(self, optimizer: str | Optimizer | None, loss: str | Loss | None) -> tuple[Optimizer, Loss]:
+        if optimizer is None:
+            optimizer = self.optimizer or "adam"
+        if isinstance(optimizer, str):  # a name keeps its state across calls, as a compiled optimizer would
+            key = optimizer.strip().lower()
+            if key not in self._named_optimizers:
+                self._named_optimizers[key] = get_optimizer(optimizer)
+            optimizer = self._named_optimizers[key]
+        return get_optimizer(optimizer), get_loss(loss if loss is not None else (self.loss or "softmax_cross_entropy"))
+
+    def _prepare(self, x: Any, y: Any | None, seed: int | None = 0) -> tuple[Array, Array | None]:
+        backend = get_backend()
+        if not self.built:
+            shape = getattr(x, "shape", None) or np.shape(x)
+            self.build(tuple(shape[1:]), seed=seed)
+        xb = prepare_x(x, self.input_shape, self.dtype, backend)  # type: ignore[arg-type]
+        yb = None if y is None else prepare_y(y, len(xb), self.output_shape[-1], self.dtype, backend)
+        return xb, yb
+
+    def train_on_batch(self, x: Any, y: Any, optimizer: str | Optimizer | None = None,
+                       loss: str | Loss | None = None) -> float:
+        """One update on exactly this batch; returns the cost of its forward pass (before the update)."""
+        opt, loss_fn = self._resolve(optimizer, loss)
+        xb, yb = self._prepare(x, y)
+        p = self.run_pass(xb, yb, loss_fn)
+        cost = float(p.cost)
+        if not np.isfinite(cost):
+            raise DivergedError(1, 1, cost)
+        opt.apply(self.parameters(), p.grads)
+        return cost
+
+    def predict(self, x: Any, batch_size: int | None = None) -> np.ndarray:
+        """Logits for `x` as a host array, computed in chunks of `batch_size` (default 256)."""
+        xb, _ = self._prepare(x, None)
+        chunk = PREDICT_CHUNK if batch_size is None else _positive_int("batch_size", batch_size)
+        backend = get_backend()
+        outs = [self.forward(xb[i : i + chunk])[0] for i in range(0, len(xb), chunk)]
+        return backend.to_host(backend.xp.concatenate(outs))
+
+    def evaluate(self, x: Any, y: Any, loss: str | Loss | None = None, batch_size: int | None = None) -> dict[str, float]:
+        """{"loss": mean cost over all samples, "accuracy": argmax match rate}."""
+        loss_fn = get_loss(loss if loss is not None else (self.loss or "softmax_cross_entropy"))
+        xb, yb = self._prepare(x, y)
+        return self._evaluate_prepared(xb, yb, loss_fn, batch_size)
+
+    def _evaluate_prepared(self, xb: Array, yb: Array, loss_fn: Loss, batch_size: int | None) -> dict[str, float]:
+        chunk = PREDICT_CHUNK if batch_size is None else _positive_int("batch_size", batch_size)
+        total_cost, correct = 0.0, 0
+        for i in range(0, len(xb), chunk):
+            logits = self.forward(xb[i : i + chunk])[0]
+            cost, _ = loss_fn(logits, yb[i : i + chunk])
+            total_cost = total_cost + cost * len(logits)
+            correct = correct + (logits.argmax(axis=1) == yb[i : i + chunk].argmax(axis=1)).sum()
+        return {"loss": float(total_cost) / len(xb), "accuracy": float(correct) / len(xb)}
+
+    def fit(
+        self,
+        x: Any,
+        y: Any,
+        epochs: int = 1,
+        batch_size: int = 64,
+        optimizer: str | Optimizer | None = None,
+        loss: str | Loss | None = None,
+        shuffle: str | bool = "random",
+        seed: int | None = 0,
+        validation_data: tuple[Any, Any] | None = None,
+        verbose: int = 1,
+    ) -> History:
+        """Train for `epochs` over minibatches of `batch_size`; per-epoch loss/accuracy (and val_*) in History.
+
+        "loss" is the epoch's mean cost per sample (batch costs weighted by batch size, as Keras);
+        "accuracy" counts argmax matches on the fly, before each batch's update. The dataset moves to
+        the backend once; costs stay on the device and are read once per epoch.
+        """
+        epochs = int(epochs) if isinstance(epochs, (int, np.integer)) and not isinstance(epochs, bool) else epochs
+        if not isinstance(epochs, int) or epochs < 0:
+            raise ValueError(f"epochs must be an int >= 0; got {epochs!r}.")
+        batch_size = _positive_int("batch_size", batch_size)
+        shuffle = check_shuffle(shuffle)
+        opt, loss_fn = self._resolve(optimizer, loss)
+        xb, yb = self._prepare(x, y, seed)
+        val = None
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("validation_data must be a pair (x_val, y_val).")
+            val = self._prepare(*validation_data)
+        backend = get_backend()
+        xp = backend.xp
+        rng = np.random.default_rng(seed)
+        history = History()
+        n = len(xb)
+        for epoch in range(1, epochs + 1):
+            start = time.perf_counter()
+            costs, correct = [], xp.zeros((), dtype=xp.int64)
+            for idx in epoch_batches(n, batch_size, shuffle, rng):
+                idx_b = backend.asarray(idx)
+                xs, ys = xb[idx_b], yb[idx_b]
+                p = self.run_pass(xs, ys, loss_fn)
+                opt.apply(self.parameters(), p.grads)
+                costs.append(p.cost * float(len(idx)))
+                correct += (p.logits.argmax(axis=1) == ys.argmax(axis=1)).sum()
+            per_batch = backend.to_host(xp.stack(costs))
+            if not np.isfinite(per_batch).all():
+                step = int(np.argmin(np.isfinite(per_batch)))
+                raise DivergedError(epoch, step + 1, float(per_batch[step]))
+            logs = {"loss": float(per_batch.sum()) / n, "accuracy": float(correct) / n}
+            if val is not None:
+                v = self._evaluate_prepared(val[0], val[1], loss_fn, None)
+                logs.update(val_loss=v["loss"], val_accuracy=v["accuracy"])
+            logs["seconds"] = time.perf_counter() - start
+            history.append(epoch, logs)
+            if verbose:
+                shown = "  ".join(f"{k} {v:.4f}" for k, v in logs.items() if k != "seconds")
+                print(f"epoch {epoch}/{epochs}  {shown}  {logs['seconds']:.2f} s", flush=True)
+        return history
