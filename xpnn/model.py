@@ -6,37 +6,24 @@ move between xpnn and tf.keras without transposes.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from xpnn.backends import get_backend
-from xpnn.data.batches import check_shuffle, epoch_batches
+from xpnn.data.batches import check_shuffle
 from xpnn.errors import DivergedError
 from xpnn.inputs import prepare_x, prepare_y
 from xpnn.layers.base import Layer
 from xpnn.losses import Loss, get_loss
 from xpnn.optimizers import Optimizer, get_optimizer
+from xpnn.train import Callback, History, TrainState, train_epochs
 from xpnn.types import Array
 
 DTYPES = ("float32", "float64")
 PREDICT_CHUNK = 256
-
-
-@dataclass
-class History:
-    """What `fit` returns: `history["loss"]` etc. hold one value per epoch, as in Keras."""
-
-    history: dict[str, list[float]] = field(default_factory=dict)
-    epoch: list[int] = field(default_factory=list)
-
-    def append(self, epoch: int, logs: dict[str, float]) -> None:
-        self.epoch.append(epoch)
-        for key, value in logs.items():
-            self.history.setdefault(key, []).append(value)
 
 
 @dataclass
@@ -85,7 +72,9 @@ class Sequential:
         """Create every layer's weights for per-sample `input_shape` (e.g. (64, 64, 3)); kernels glorot, biases 0."""
         shape = tuple(int(s) for s in input_shape)
         if not shape or min(shape) < 1:
-            raise ValueError(f"input_shape must be positive sizes without the batch axis, e.g. (64, 64, 3); got {input_shape!r}.")
+            raise ValueError(
+                f"input_shape must be positive sizes without the batch axis, e.g. (64, 64, 3); got {input_shape!r}."
+            )
         rng = np.random.default_rng(seed)
         for i, layer in enumerate(self.layers):
             try:
@@ -125,13 +114,16 @@ class Sequential:
         backend = get_backend()
         slots = [(layer, key) for layer in self.layers for key in layer.params]
         if len(weights) != len(slots):
-            raise ValueError(f"set_weights got {len(weights)} arrays but the model has {len(slots)} (see get_weights()).")
+            raise ValueError(
+                f"set_weights got {len(weights)} arrays but the model has {len(slots)} (see get_weights())."
+            )
         new = []
         for i, ((layer, key), w) in enumerate(zip(slots, weights)):
             arr = np.asarray(backend.to_host(w))
             if arr.shape != layer.params[key].shape:
                 raise ValueError(
-                    f"weight {i} ({layer.name} {key}) must have shape {tuple(layer.params[key].shape)}; got {arr.shape}."
+                    f"weight {i} ({layer.name} {key}) must have shape "
+                    f"{tuple(layer.params[key].shape)}; got {arr.shape}."
                 )
             if not np.isfinite(arr).all():
                 raise ValueError(f"weight {i} ({layer.name} {key}) holds NaN or Inf; pass finite weights.")
@@ -207,8 +199,9 @@ class Sequential:
         yb = None if y is None else prepare_y(y, len(xb), self.output_shape[-1], self.dtype, backend)
         return xb, yb
 
-    def train_on_batch(self, x: Any, y: Any, optimizer: str | Optimizer | None = None,
-                       loss: str | Loss | None = None) -> float:
+    def train_on_batch(
+        self, x: Any, y: Any, optimizer: str | Optimizer | None = None, loss: str | Loss | None = None
+    ) -> float:
         """One update on exactly this batch; returns the cost of its forward pass (before the update)."""
         opt, loss_fn = self._resolve(optimizer, loss)
         xb, yb = self._prepare(x, y)
@@ -227,13 +220,16 @@ class Sequential:
         outs = [self.forward(xb[i : i + chunk])[0] for i in range(0, len(xb), chunk)]
         return backend.to_host(backend.xp.concatenate(outs))
 
-    def evaluate(self, x: Any, y: Any, loss: str | Loss | None = None, batch_size: int | None = None) -> dict[str, float]:
+    def evaluate(
+        self, x: Any, y: Any, loss: str | Loss | None = None, batch_size: int | None = None
+    ) -> dict[str, float]:
         """{"loss": mean cost over all samples, "accuracy": argmax match rate}."""
         loss_fn = get_loss(loss if loss is not None else (self.loss or "softmax_cross_entropy"))
         xb, yb = self._prepare(x, y)
-        return self._evaluate_prepared(xb, yb, loss_fn, batch_size)
+        return self.evaluate_prepared(xb, yb, loss_fn, batch_size)
 
-    def _evaluate_prepared(self, xb: Array, yb: Array, loss_fn: Loss, batch_size: int | None) -> dict[str, float]:
+    def evaluate_prepared(self, xb: Array, yb: Array, loss_fn: Loss, batch_size: int | None = None) -> dict[str, float]:
+        """`evaluate` on backend arrays already checked by `prepare_x`/`prepare_y`."""
         chunk = PREDICT_CHUNK if batch_size is None else _positive_int("batch_size", batch_size)
         total_cost, correct = 0.0, 0
         for i in range(0, len(xb), chunk):
@@ -255,6 +251,7 @@ class Sequential:
         seed: int | None = 0,
         validation_data: tuple[Any, Any] | None = None,
         verbose: int = 1,
+        callbacks: list[Callback] | None = None,
     ) -> History:
         """Train for `epochs` over minibatches of `batch_size`; per-epoch loss/accuracy (and val_*) in History.
 
@@ -274,32 +271,7 @@ class Sequential:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("validation_data must be a pair (x_val, y_val).")
             val = self._prepare(*validation_data)
-        backend = get_backend()
-        xp = backend.xp
-        rng = np.random.default_rng(seed)
-        history = History()
-        n = len(xb)
-        for epoch in range(1, epochs + 1):
-            start = time.perf_counter()
-            costs, correct = [], xp.zeros((), dtype=xp.int64)
-            for idx in epoch_batches(n, batch_size, shuffle, rng):
-                idx_b = backend.asarray(idx)
-                xs, ys = xb[idx_b], yb[idx_b]
-                p = self.run_pass(xs, ys, loss_fn)
-                opt.apply(self.parameters(), p.grads)
-                costs.append(p.cost * float(len(idx)))
-                correct += (p.logits.argmax(axis=1) == ys.argmax(axis=1)).sum()
-            per_batch = backend.to_host(xp.stack(costs))
-            if not np.isfinite(per_batch).all():
-                step = int(np.argmin(np.isfinite(per_batch)))
-                raise DivergedError(epoch, step + 1, float(per_batch[step]))
-            logs = {"loss": float(per_batch.sum()) / n, "accuracy": float(correct) / n}
-            if val is not None:
-                v = self._evaluate_prepared(val[0], val[1], loss_fn, None)
-                logs.update(val_loss=v["loss"], val_accuracy=v["accuracy"])
-            logs["seconds"] = time.perf_counter() - start
-            history.append(epoch, logs)
-            if verbose:
-                shown = "  ".join(f"{k} {v:.4f}" for k, v in logs.items() if k != "seconds")
-                print(f"epoch {epoch}/{epochs}  {shown}  {logs['seconds']:.2f} s", flush=True)
-        return history
+        state = TrainState(rng=np.random.default_rng(seed))
+        return train_epochs(
+            self, xb, yb, epochs, batch_size, opt, loss_fn, shuffle, state, val, list(callbacks or ()), verbose
+        )

@@ -64,8 +64,9 @@ class Adam(Optimizer):
     epsilon defaults to 1e-8 as tf.compat.v1.train.AdamOptimizer and the reference run; Keras uses 1e-7.
     """
 
-    def __init__(self, learning_rate: float = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
-                 epsilon: float = 1e-8) -> None:
+    def __init__(
+        self, learning_rate: float = 0.001, beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-8
+    ) -> None:
         self.learning_rate = _check_rate("learning_rate", learning_rate, 0.0)
         self.beta_1 = _check_rate("beta_1", beta_1, 0.0, 1.0) if beta_1 != 0 else 0.0
         self.beta_2 = _check_rate("beta_2", beta_2, 0.0, 1.0) if beta_2 != 0 else 0.0
@@ -96,8 +97,12 @@ class Adam(Optimizer):
         self.v = [backend.xp.array(backend.asarray(a)) for a in state["v"]]
 
     def get_config(self) -> dict[str, float]:
-        return {"learning_rate": self.learning_rate, "beta_1": self.beta_1, "beta_2": self.beta_2,
-                "epsilon": self.epsilon}
+        return {
+            "learning_rate": self.learning_rate,
+            "beta_1": self.beta_1,
+            "beta_2": self.beta_2,
+            "epsilon": self.epsilon,
+        }
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam}

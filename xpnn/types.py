@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 Array = Any
 """A NumPy or CuPy ndarray: whichever the active backend holds."""
@@ -10,4 +10,4 @@ Array = Any
 Padding = Literal["valid", "same"]
 """TensorFlow's padding names, in lower case ("VALID"/"SAME" are accepted too)."""
 
-IntPair = Union[int, tuple[int, int]]
+IntPair = int | tuple[int, int]

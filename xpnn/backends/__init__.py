@@ -65,7 +65,7 @@ def _cupy_backend() -> Backend:
     except ImportError as exc:
         raise ValueError(
             "the cupy backend was asked for but CuPy is not installed "
-            f"({exc.__class__.__name__}: {exc}). Install it with `pip install -e \".[cuda12]\"` "
+            f'({exc.__class__.__name__}: {exc}). Install it with `pip install -e ".[cuda12]"` '
             "(or `.[cuda13]` for CUDA 13), or use XPNN_BACKEND=numpy."
         ) from exc
     try:

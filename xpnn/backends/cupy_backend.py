@@ -39,8 +39,14 @@ _adam = cp.ElementwiseKernel(
 
 
 def adam_update(
-    w: cp.ndarray, g: cp.ndarray, m: cp.ndarray, v: cp.ndarray,
-    alpha: float, one_minus_beta_1: float, one_minus_beta_2: float, epsilon: float,
+    w: cp.ndarray,
+    g: cp.ndarray,
+    m: cp.ndarray,
+    v: cp.ndarray,
+    alpha: float,
+    one_minus_beta_1: float,
+    one_minus_beta_2: float,
+    epsilon: float,
 ) -> None:
     """In place, TensorFlow's ApplyAdam: m += (g-m)(1-b1); v += (g²-v)(1-b2); w -= m·alpha/(√v+eps)."""
     t = w.dtype.type

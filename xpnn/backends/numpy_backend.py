@@ -32,8 +32,14 @@ def softmax_xent(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np
 
 
 def adam_update(
-    w: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray,
-    alpha: float, one_minus_beta_1: float, one_minus_beta_2: float, epsilon: float,
+    w: np.ndarray,
+    g: np.ndarray,
+    m: np.ndarray,
+    v: np.ndarray,
+    alpha: float,
+    one_minus_beta_1: float,
+    one_minus_beta_2: float,
+    epsilon: float,
 ) -> None:
     """In place, TensorFlow's ApplyAdam: m += (g-m)(1-b1); v += (g²-v)(1-b2); w -= m·alpha/(√v+eps)."""
     tmp = g - m

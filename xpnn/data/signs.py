@@ -12,7 +12,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-SPLITS = {"train": ("train_signs.h5", "train_set_x", "train_set_y"), "test": ("test_signs.h5", "test_set_x", "test_set_y")}
+SPLITS = {
+    "train": ("train_signs.h5", "train_set_x", "train_set_y"),
+    "test": ("test_signs.h5", "test_set_x", "test_set_y"),
+}
 
 
 def signs_candidates(path: str | os.PathLike | None = None) -> list[Path]:

@@ -11,6 +11,16 @@ MaxPooling2D = MaxPool2D
 AveragePooling2D = AvgPool2D
 
 __all__ = [
-    "AvgPool2D", "AveragePooling2D", "Conv2D", "Dense", "Flatten", "Layer", "MaxPool2D", "MaxPooling2D",
-    "ReLU", "Sigmoid", "Softmax", "Tanh",
+    "AvgPool2D",
+    "AveragePooling2D",
+    "Conv2D",
+    "Dense",
+    "Flatten",
+    "Layer",
+    "MaxPool2D",
+    "MaxPooling2D",
+    "ReLU",
+    "Sigmoid",
+    "Softmax",
+    "Tanh",
 ]

@@ -107,6 +107,10 @@ class Conv2D(Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {
-            "filters": self.filters, "kernel_size": list(self.kernel_size), "strides": list(self.strides),
-            "padding": self.padding, "use_bias": self.use_bias, "kernel_initializer": self.kernel_initializer.name,
+            "filters": self.filters,
+            "kernel_size": list(self.kernel_size),
+            "strides": list(self.strides),
+            "padding": self.padding,
+            "use_bias": self.use_bias,
+            "kernel_initializer": self.kernel_initializer.name,
         }

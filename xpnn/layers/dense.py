@@ -55,7 +55,9 @@ class Dense(Layer):
     def build(self, input_shape: tuple[int, ...], rng: np.random.Generator, dtype: np.dtype) -> tuple[int, ...]:
         out_shape = super().build(input_shape, rng, dtype)
         backend = get_backend()
-        self.params = {"w": backend.asarray(self.kernel_initializer((int(input_shape[0]), self.units), rng), dtype=dtype)}
+        self.params = {
+            "w": backend.asarray(self.kernel_initializer((int(input_shape[0]), self.units), rng), dtype=dtype)
+        }
         if self.use_bias:
             self.params["b"] = backend.xp.zeros((self.units,), dtype=dtype)
         return out_shape
