@@ -1,6 +1,6 @@
 """xpnn: exact, fast, readable conv and dense networks on NumPy or CuPy, with TensorFlow semantics."""
 
-from xpnn import datasets, layers, losses, optimizers
+from xpnn import datasets, distributed, layers, losses, optimizers
 from xpnn.backends import get_backend, set_backend
 from xpnn.errors import DivergedError
 from xpnn.layers import AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sigmoid, Softmax, Tanh
@@ -26,6 +26,7 @@ __all__ = [
     "Softmax",
     "Tanh",
     "datasets",
+    "distributed",
     "get_backend",
     "get_loss",
     "get_optimizer",

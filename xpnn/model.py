@@ -6,9 +6,10 @@ move between xpnn and tf.keras without transposes.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +22,9 @@ from xpnn.losses import Loss, get_loss
 from xpnn.optimizers import Optimizer, get_optimizer
 from xpnn.train import Callback, History, TrainState, train_epochs
 from xpnn.types import Array
+
+if TYPE_CHECKING:
+    from xpnn.distributed.parallel import DataParallel
 
 DTYPES = ("float32", "float64")
 PREDICT_CHUNK = 256
@@ -252,12 +256,19 @@ class Sequential:
         validation_data: tuple[Any, Any] | None = None,
         verbose: int = 1,
         callbacks: list[Callback] | None = None,
+        distributed: bool | DataParallel = False,
+        checkpoint: str | os.PathLike | None = None,
     ) -> History:
         """Train for `epochs` over minibatches of `batch_size`; per-epoch loss/accuracy (and val_*) in History.
 
         "loss" is the epoch's mean cost per sample (batch costs weighted by batch size, as Keras);
         "accuracy" counts argmax matches on the fly, before each batch's update. The dataset moves to
         the backend once; costs stay on the device and are read once per epoch.
+
+        `distributed=True` trains data-parallel over the MPI world (launch with mpiexec; see
+        xpnn.distributed): `batch_size` is the global batch, split over the ranks, and the run equals
+        one process's. `checkpoint=path` resumes from that file if it exists and rewrites it (rank 0)
+        after every epoch.
         """
         epochs = int(epochs) if isinstance(epochs, (int, np.integer)) and not isinstance(epochs, bool) else epochs
         if not isinstance(epochs, int) or epochs < 0:
@@ -272,6 +283,16 @@ class Sequential:
                 raise ValueError("validation_data must be a pair (x_val, y_val).")
             val = self._prepare(*validation_data)
         state = TrainState(rng=np.random.default_rng(seed))
-        return train_epochs(
-            self, xb, yb, epochs, batch_size, opt, loss_fn, shuffle, state, val, list(callbacks or ()), verbose
-        )
+        callbacks = list(callbacks or ())
+        if checkpoint is not None:
+            from xpnn.distributed.checkpoint import Checkpoint
+
+            callbacks.append(Checkpoint(checkpoint, opt))
+            callbacks[-1].resume(self, state)
+        if distributed is not False:
+            from xpnn.distributed.parallel import as_data_parallel
+
+            return as_data_parallel(distributed).train(
+                self, xb, yb, epochs, batch_size, opt, loss_fn, shuffle, seed, state, val, callbacks, verbose
+            )
+        return train_epochs(self, xb, yb, epochs, batch_size, opt, loss_fn, shuffle, state, val, callbacks, verbose)

@@ -20,6 +20,7 @@ from xpnn.optimizers import Optimizer
 from xpnn.types import Array
 
 if TYPE_CHECKING:
+    from xpnn.distributed.parallel import DataParallel
     from xpnn.model import Pass, Sequential
 
 
@@ -63,6 +64,7 @@ class Callback:
     """Hooks into `fit`; override what you need. `record = True` asks for per-layer outputs and input grads."""
 
     record = False
+    root_only = False  # True: on distributed runs only rank 0 calls it (writers: run folders, checkpoints, logs)
 
     def on_train_begin(self, model: Sequential, state: TrainState) -> None: ...
     def on_epoch_begin(self, model: Sequential, state: TrainState) -> None: ...
@@ -84,8 +86,13 @@ def train_epochs(
     validation: tuple[Array, Array] | None = None,
     callbacks: list[Callback] | tuple[Callback, ...] = (),
     verbose: int = 1,
+    parallel: DataParallel | None = None,
 ) -> History:
-    """Train prepared backend arrays from `state.epoch` up to `epochs`; costs are read once per epoch."""
+    """Train prepared backend arrays from `state.epoch` up to `epochs`; costs are read once per epoch.
+
+    With `parallel` (xpnn.distributed) each rank runs its slice of every batch and the pass comes back
+    all-reduced: cost and grads are the whole batch's, as in one process.
+    """
     backend = get_backend()
     xp = backend.xp
     record = any(cb.record for cb in callbacks)
@@ -101,16 +108,22 @@ def train_epochs(
         sizes: list[int] = []
         correct = xp.zeros((), dtype=xp.int64)
         for index, idx in enumerate(epoch_batches(n, batch_size, shuffle, state.rng)):
-            idx_b = backend.asarray(idx)
+            mine = idx if parallel is None else parallel.shard(idx)
+            idx_b = backend.asarray(mine)
             xs, ys = x[idx_b], y[idx_b]
-            result = model.run_pass(xs, ys, loss, record=record)
+            if parallel is None:
+                result = model.run_pass(xs, ys, loss, record=record)
+            else:
+                result = parallel.run_pass(model, xs, ys, loss, len(idx), record)
             optimizer.apply(model.parameters(), result.grads)
             state.step += 1
             costs.append(result.cost)
             sizes.append(len(idx))
             correct += (result.logits.argmax(axis=1) == ys.argmax(axis=1)).sum()
             for cb in callbacks:
-                cb.on_batch_end(model, state, Batch(epoch, index, idx, xs, ys, result))
+                cb.on_batch_end(model, state, Batch(epoch, index, mine, xs, ys, result))
+        if parallel is not None:
+            correct = parallel.sum_count(correct)
         per_batch = backend.to_host(xp.stack(costs))
         if not np.isfinite(per_batch).all():
             bad = int(np.argmin(np.isfinite(per_batch)))

@@ -1,0 +1,243 @@
+"""Data-parallel training that equals one process: same batches, same mean gradient, same weights.
+
+Each rank takes its slice of every global batch (`shard`), runs forward and backward on it, scales
+its gradients and cost by local_n / batch_n, and one all-reduce (sum) of a single flat buffer gives
+every rank the single-process batch mean. Rank 0's weights, optimizer state and RNG are broadcast
+at the start, so the ranks stay identical; only rank 0 prints and runs `root_only` callbacks.
+Anything that goes wrong on one rank mid-training aborts the whole job (MPI_Abort) after the rank
+says what failed; a dead or hung rank is named by the collective deadline (see `comm.py`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import sys
+import traceback
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from xpnn.backends import get_backend
+from xpnn.distributed.comm import MPIComm
+from xpnn.distributed.config import check_agreement, data_fingerprint, describe_run
+from xpnn.distributed.shard import describe_split, shard
+from xpnn.distributed.world import DEFAULT_TIMEOUT, World, init
+from xpnn.errors import DivergedError
+from xpnn.losses import Loss
+from xpnn.optimizers import Optimizer
+from xpnn.train import Callback, History, TrainState, train_epochs
+from xpnn.types import Array
+
+if TYPE_CHECKING:
+    from xpnn.model import Pass, Sequential
+
+
+def _timeout(value: float | None) -> float:
+    if value is None:
+        value = float(os.environ.get("XPNN_DIST_TIMEOUT", DEFAULT_TIMEOUT))
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"timeout must be a number of seconds > 0; got timeout={value!r}.")
+    return float(value)
+
+
+class DataParallel(Callback):
+    """The distributed side of `fit(..., distributed=...)`: sharding, gradient all-reduce, rank-0 output.
+
+    `timeout` is how long (seconds) a rank waits in any collective before it names the ranks that did
+    not arrive and aborts the job; default $XPNN_DIST_TIMEOUT or 300.
+    """
+
+    def __init__(self, timeout: float | None = None) -> None:
+        self.timeout = _timeout(timeout)
+        self.world: World | None = None
+        self.mpi: MPIComm | None = None
+        self.reducer: Any = None
+        self.optimizer: Optimizer | None = None
+        self.epoch = 0
+        self.step = 0
+
+    def connect(self) -> World:
+        """Join the MPI world and set up the host and (on CuPy) NCCL communicators, once."""
+        if self.world is None:
+            self.world = init()
+            self.mpi = MPIComm(self.world, self.timeout)
+            if get_backend().name == "cupy":
+                from xpnn.distributed.nccl import NCCLReducer
+
+                self.reducer = NCCLReducer(self.mpi)
+            else:
+                self.reducer = self.mpi
+        return self.world
+
+    # ---- the run -------------------------------------------------------------------------------
+    def train(
+        self,
+        model: Sequential,
+        x: Array,
+        y: Array,
+        epochs: int,
+        batch_size: int,
+        optimizer: Optimizer,
+        loss: Loss,
+        shuffle: str,
+        seed: int | None,
+        state: TrainState,
+        validation: tuple[Array, Array] | None,
+        callbacks: list[Callback],
+        verbose: int,
+    ) -> History:
+        """`train_epochs` on every rank, after checking that the ranks agree and syncing rank 0's state."""
+        world = self.connect()
+        mpi = self.mpi
+        assert mpi is not None
+        settings = {
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "shuffle": shuffle,
+            "seed": seed,
+            "optimizer": optimizer,
+            "loss": loss,
+            "samples": len(x),
+            "validation": None if validation is None else [data_fingerprint(a) for a in validation],
+            "resumed_epoch": state.epoch,
+        }
+        check_agreement(mpi.allgather_object(describe_run(model, x, y, settings), "the start-up config check"))
+        note = describe_split(batch_size, world.size)
+        if note and world.is_root:
+            warnings.warn(note, stacklevel=3)
+        self.optimizer = optimizer
+        self.sync_from_root(model, state)
+        callbacks = [self] + [cb for cb in callbacks if world.is_root or not getattr(cb, "root_only", False)]
+        try:
+            return train_epochs(
+                model, x, y, epochs, batch_size, optimizer, loss, shuffle, state, validation, callbacks,
+                verbose if world.is_root else 0, parallel=self,
+            )  # fmt: skip
+        except DivergedError:
+            raise  # every rank sees the same all-reduced cost and raises together
+        except BaseException as exc:  # noqa: BLE001 - any other failure leaves the others in a collective
+            self.abort(exc)
+            raise
+
+    def abort(self, exc: BaseException) -> None:
+        """Say which rank failed and why, then end every rank (MPI_Abort)."""
+        world = self.world
+        assert world is not None and self.mpi is not None
+        sys.stderr.write(
+            f"xpnn.distributed: rank {world.rank} of {world.size} failed at epoch {self.epoch}, step {self.step}: "
+            f"{type(exc).__name__}: {exc}\n{''.join(traceback.format_exception(exc))}"
+            "xpnn.distributed: aborting all ranks (MPI_Abort).\n"
+        )
+        sys.stderr.flush()
+        self.mpi.abort(1)
+
+    def sync_from_root(self, model: Sequential, state: TrainState) -> None:
+        """Give every rank rank 0's weights, optimizer state, epoch, step, batch-order RNG and history."""
+        assert self.mpi is not None and self.optimizer is not None
+        backend = get_backend()
+        opt_state = {
+            k: [backend.to_host(a) for a in v] if isinstance(v, list) else v
+            for k, v in self.optimizer.get_state().items()
+        }
+        payload = (model.get_weights(), opt_state, state.epoch, state.step, state.rng.bit_generator.state)
+        payload = self.mpi.bcast_object(payload if self.mpi.world.is_root else None, "the start-up broadcast")
+        if not self.mpi.world.is_root:
+            weights, opt_state, state.epoch, state.step, rng_state = payload
+            model.set_weights(weights)
+            self.optimizer.set_state(opt_state)
+            state.rng = np.random.default_rng()
+            state.rng.bit_generator.state = rng_state
+        history = self.mpi.bcast_object(state.history, "the start-up broadcast")
+        state.history = history
+        self.step = state.step
+
+    # ---- hooks called by train_epochs ----------------------------------------------------------
+    def shard(self, indices: np.ndarray) -> np.ndarray:
+        """This rank's slice of one global batch."""
+        assert self.world is not None
+        return shard(indices, self.world.rank, self.world.size)
+
+    def run_pass(self, model: Sequential, x: Array, y: Array, loss: Loss, batch_n: int, record: bool) -> Pass:
+        """Forward/backward on this rank's slice, then the all-reduce: grads and cost become the batch means."""
+        from xpnn.model import Pass
+
+        xp = get_backend().xp
+        self.step += 1
+        if len(x):
+            result = model.run_pass(x, y, loss, record=record)
+        else:  # a short last batch can leave a rank empty: it adds zeros and still joins the all-reduce
+            logits = xp.zeros((0, model.output_shape[-1]), dtype=model.dtype)
+            result = Pass(xp.zeros((), model.dtype), logits, [xp.zeros_like(p) for p in model.parameters()])
+        flat = xp.concatenate([g.reshape(-1) for g in result.grads] + [xp.reshape(result.cost, (1,))])
+        flat *= len(x) / batch_n
+        self.reducer.allreduce_sum(flat, f"the gradient all-reduce of epoch {self.epoch}, step {self.step}")
+        grads, offset = [], 0
+        for g in result.grads:
+            grads.append(flat[offset : offset + g.size].reshape(g.shape))
+            offset += g.size
+        return dataclasses.replace(result, cost=flat[-1], grads=grads)
+
+    def sum_count(self, count: Any) -> int:
+        """An integer count (e.g. correct predictions) summed over the ranks."""
+        assert self.mpi is not None
+        buf = np.array([int(count)], dtype=np.int64)
+        self.mpi.allreduce_sum(buf, f"the accuracy count of epoch {self.epoch}")
+        return int(buf[0])
+
+    # ---- callback hooks ------------------------------------------------------------------------
+    def on_epoch_begin(self, model: Sequential, state: TrainState) -> None:
+        self.epoch = state.epoch + 1
+
+    def on_epoch_end(self, model: Sequential, state: TrainState, logs: dict[str, float]) -> None:
+        """Check the ranks still hold identical weights; if the MPI sum rounded differently, resync from rank 0."""
+        assert self.mpi is not None
+        digest = hashlib.sha256(b"".join(w.tobytes() for w in model.get_weights())).hexdigest()
+        digests = self.mpi.allgather_object(digest, f"the weight check of epoch {self.epoch}")
+        if len(set(digests)) > 1:
+            if self.mpi.world.is_root:
+                warnings.warn(
+                    f"after epoch {self.epoch} the ranks' weights differ in the last bits (the MPI library's "
+                    "all-reduce rounds differently per rank); rank 0's weights and optimizer state were re-broadcast.",
+                    stacklevel=2,
+                )
+            self.sync_from_root(model, state)
+
+
+_default: DataParallel | None = None
+
+
+def as_data_parallel(spec: bool | DataParallel) -> DataParallel:
+    """`fit`'s `distributed=` argument as a DataParallel: True gives a shared default one."""
+    global _default
+    if isinstance(spec, DataParallel):
+        return spec
+    if spec is True:
+        if _default is None:
+            _default = DataParallel()
+        return _default
+    raise TypeError(f"distributed must be True, False or an xpnn.distributed.DataParallel; got {spec!r}.")
+
+
+class DistributedModel:
+    """`wrap(model)`: the model, whose `fit` trains data-parallel over the MPI world; all else passes through."""
+
+    def __init__(self, model: Sequential, parallel: DataParallel) -> None:
+        self.model = model
+        self.parallel = parallel
+
+    def fit(self, *args: Any, **kwargs: Any) -> History:
+        kwargs["distributed"] = self.parallel
+        return self.model.fit(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+
+def wrap(model: Sequential, timeout: float | None = None) -> DistributedModel:
+    """`xpnn.distributed.wrap(model).fit(...)` is `model.fit(..., distributed=DataParallel(timeout))`."""
+    parallel = DataParallel(timeout)
+    parallel.connect()
+    return DistributedModel(model, parallel)
