@@ -43,12 +43,15 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--timeout", type=float, default=None)
+    parser.add_argument("--rank1-seed", type=int, default=None, help="rank 1 uses this seed (a disagreeing rank)")
     parser.add_argument("--fail", choices=["raise", "hang", "kill"], default=None)
     parser.add_argument("--fail-rank", type=int, default=1)
     parser.add_argument("--fail-epoch", type=int, default=2)
     args = parser.parse_args()
 
-    xpnn.distributed.init()
+    world = xpnn.distributed.init()
+    if world.rank == 1 and args.rank1_seed is not None:
+        args.seed = args.rank1_seed
     (x, y), _ = xpnn.datasets.load_embedded(n_train=args.n, n_test=6)
     model = reference_model("float64", seed=args.seed)
     callbacks = [] if args.fail is None else [Failure(args.fail, args.fail_rank, args.fail_epoch)]

@@ -133,6 +133,7 @@ class DataParallel(Callback):
         )
         sys.stderr.flush()
         self.mpi.abort(1)
+        os._exit(1)  # MPI_Abort may return before the launcher kills this process; never run on
 
     def sync_from_root(self, model: Sequential, state: TrainState) -> None:
         """Give every rank rank 0's weights, optimizer state, epoch, step, batch-order RNG and history."""
