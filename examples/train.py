@@ -2,6 +2,7 @@
 
 python examples/train.py                       # 25 epochs, float32, NumPy
 XPNN_BACKEND=cupy python examples/train.py     # the same on a CUDA GPU
+mpiexec -n 4 python examples/train.py --distributed   # data-parallel over 4 MPI ranks (pip install -e ".[mpi]")
 """
 
 from __future__ import annotations
@@ -23,7 +24,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backend", choices=["numpy", "cupy"], default=None, help="default: $XPNN_BACKEND or numpy")
     parser.add_argument("--data", default=None, help="folder holding train_signs.h5 and test_signs.h5")
     parser.add_argument("--embedded", action="store_true", help="use the embedded synthetic set even if SIGNS exists")
+    parser.add_argument("--distributed", action="store_true", help="data-parallel over MPI (use mpiexec)")
     args = parser.parse_args(argv)
+
+    if args.distributed:  # before the backend and model: each rank picks its GPU here
+        if args.backend:
+            xpnn.set_backend(args.backend)
+        world = xpnn.distributed.init()
+        xpnn.distributed.root_print(f"distributed: {world.size} ranks, global batch {args.batch_size}")
+    print = xpnn.distributed.root_print  # noqa: A001 - one log for N ranks (plain print without MPI)
 
     backend = xpnn.set_backend(args.backend) if args.backend else xpnn.get_backend()
     folder = None if args.embedded else xpnn.datasets.find_signs(args.data)
@@ -46,6 +55,7 @@ def main(argv: list[str] | None = None) -> None:
         loss="softmax_cross_entropy",
         seed=args.seed,
         validation_data=(x_test, y_test),
+        distributed=args.distributed,
     )
     seconds = time.perf_counter() - start
     train = model.evaluate(x_train, y_train)
