@@ -248,7 +248,9 @@ def read_model(f: h5py.File) -> tuple[Sequential, Optimizer | None]:
             state.update({k: _read_arrays(group[k]) for k in group.keys()})
             if state:
                 optimizer.set_state(state)
-    except (KeyError, OSError, json.JSONDecodeError) as exc:
+    except (ValueError, TypeError) as exc:  # a layer config or weight that does not fit: say which file
+        raise type(exc)(f"{f.filename} holds a model xpnn cannot rebuild: {exc}") from None
+    except (KeyError, OSError) as exc:
         raise ValueError(
             f"{f.filename} is an xpnn file but a part of it is missing or damaged ({exc}); "
             "it may have been truncated. Use another copy or a run's checkpoint."
