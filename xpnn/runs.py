@@ -65,6 +65,7 @@ class RunDir:
     extra: dict[str, Any] = field(default_factory=dict)
     stop_when_stuck: bool = False
     plot: bool = True
+    folder: Path | None = None  # filled in by fit: the run's own folder
 
 
 def _kill_point(point: str) -> None:
@@ -399,5 +400,6 @@ def attach(
         run = Run.start(spec.path, config, optimizer, spec.plot)
         if verbose:
             print(f"run folder: {run.folder}", file=sys.stderr)
+    spec.folder = run.folder
     run.stuck = StuckDetector(stop=spec.stop_when_stuck, log=run.event, verbose=verbose)
     return run, [run.stuck, run]
