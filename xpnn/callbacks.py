@@ -57,7 +57,7 @@ class StuckDetector(Callback):
             dead = self.dead_layer(model, self._probe)
             if dead is not None:
                 i = dead
-                before = f", after layer {i - 1} {model.layers[i - 1]!r}" if i > 0 else ""
+                before = f" (after layer {i - 1}, {model.layers[i - 1].name})" if i > 0 else ""
                 self._report(
                     state,
                     f"dead-layer:{i}",
