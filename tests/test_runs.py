@@ -454,3 +454,18 @@ def test_run_ids_are_unique_and_sortable():
     ids = [runs.new_run_id(t + timedelta(microseconds=i)) for i in range(50)]
     assert ids == sorted(ids) and len(set(ids)) == 50
     assert ids[0].startswith("20261125-031500-123456-") and len(ids[0]) == len("20261125-031500-123456-ab12")
+
+
+def test_progress_bar_and_line_mode(data):
+    import io
+
+    from xpnn.callbacks import ProgressBar, progress_callbacks
+
+    (x, y), _ = data
+    out = io.StringIO()
+    model = reference_model(seed=1)
+    model.fit(x, y, epochs=2, batch_size=16, callbacks=[ProgressBar(2, 3, file=out)], verbose=0)
+    text = out.getvalue()
+    assert "epoch 1/2" in text and "epoch 2/2" in text and "3/3" in text and "cost=" in text
+    assert progress_callbacks(1, 2, 3) == ([], 1)  # pytest's stdout is not a terminal: one line per epoch
+    assert progress_callbacks(0, 2, 3) == ([], 0)
