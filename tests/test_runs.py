@@ -210,6 +210,15 @@ def test_divergence_keeps_the_last_good_checkpoint(tmp_path, data):
         assert a.tobytes() == b.tobytes()
 
 
+def test_cli_reports_divergence(tmp_path, capsys):
+    argv = ["train", *TRAIN, "-q", "--optimizer", "sgd", "--learning-rate", "1e20", "--run-dir", str(tmp_path)]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "xpnn: stopped: the cost became nan at epoch 1, step 2" in err and "Lower the learning rate" in err
+    assert "last good checkpoint (the initial weights, epoch 0)" in err
+    assert json.loads((only_run(tmp_path) / "status.json").read_text())["status"] == "diverged"
+
+
 def test_a_stuck_run_is_reported_and_can_be_stopped(tmp_path, data, capsys):
     (x, y), _ = data
     # Adam at lr 0.1 (11x the reference rate) kills every unit of the first ReLU within two epochs

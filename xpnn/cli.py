@@ -233,18 +233,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         stop_when_stuck=settings["stop_when_stuck"],
         plot=settings["plot"],
     )
-    model.fit(
-        x,
-        y,
-        epochs=settings["epochs"],
-        batch_size=settings["batch_size"],
-        optimizer=optimizer,
-        shuffle=settings["shuffle"],
-        seed=settings["seed"],
-        validation_data=(xt, yt),
-        verbose=0 if args.quiet else 1,
-        run_dir=spec,
-    )
+    with np.errstate(over="ignore", invalid="ignore"):  # a non-finite cost is reported as DivergedError instead
+        model.fit(
+            x,
+            y,
+            epochs=settings["epochs"],
+            batch_size=settings["batch_size"],
+            optimizer=optimizer,
+            shuffle=settings["shuffle"],
+            seed=settings["seed"],
+            validation_data=(xt, yt),
+            verbose=0 if args.quiet else 1,
+            run_dir=spec,
+        )
     figures = evaluate_run(model, spec.folder, (x, y), (xt, yt))
     print(
         f"{spec.folder}  train accuracy {figures['train']['accuracy']:.4f}  "
@@ -286,8 +287,8 @@ def _run_model(folder: str) -> tuple[Any, dict[str, Any]]:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from xpnn.backends import set_backend
 
-    model, config = _run_model(args.run)
     set_backend(_env_backend())
+    model, config = _run_model(args.run)
     train, test, _ = data_from_run(config, lambda *a: print(*a, file=sys.stderr))
     figures = evaluate_run(model, Path(args.run), train, test)
     sizes = {"train": len(train[0]), "test": len(test[0])}
@@ -330,8 +331,8 @@ def read_image(path: str, shape: tuple[int, ...], resize: bool) -> np.ndarray:
 def cmd_predict(args: argparse.Namespace) -> int:
     from xpnn.backends import set_backend
 
-    model, _ = _run_model(args.run)
     set_backend(_env_backend())
+    model, _ = _run_model(args.run)
     images = np.stack([read_image(p, model.input_shape, args.resize) for p in args.images])
     logits = model.predict(images).astype(np.float64)
     probs = np.exp(logits - logits.max(axis=1, keepdims=True))

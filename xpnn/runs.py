@@ -354,7 +354,8 @@ class Run(Callback):
         """Record a divergence; the checkpoint of the last finished epoch stays as it was."""
         self.write_history(state.history)
         self.write_plot(state.history)
-        kept = f"The last good checkpoint (after epoch {state.epoch}) is kept in {self.folder / CHECKPOINT}."
+        when = f"after epoch {state.epoch}" if state.epoch else "the initial weights, epoch 0"
+        kept = f"The last good checkpoint ({when}) is kept in {self.folder / CHECKPOINT}."
         self.set_status("diverged", epoch=exc.epoch, step=exc.step, cost=str(exc.cost), message=str(exc))
         self.event(f"diverged: {exc} {kept}")
         new = DivergedError(exc.epoch, exc.step, exc.cost)
