@@ -161,6 +161,8 @@ def test_resume_with_changed_settings_is_refused(tmp_path, data):
         model.fit(x[::-1], y, epochs=1, batch_size=16, optimizer=reference_optimizer(), run_dir=folder, resume=True)
     with pytest.raises(ValueError, match=r"optimizer\.config\.learning_rate: 0\.009 → 0\.001"):
         model.fit(x, y, epochs=1, batch_size=16, optimizer=xpnn.Adam(0.001, epsilon=1e-8), run_dir=folder, resume=True)
+    with pytest.raises(TypeError, match=r"run_dir must be a folder path or an xpnn.runs.RunDir; got int"):
+        model.fit(x, y, epochs=1, run_dir=123)
     with pytest.raises(ValueError, match=r"resume=True needs run_dir"):
         model.fit(x, y, epochs=1, resume=True)
 

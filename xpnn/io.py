@@ -188,9 +188,9 @@ def write_model(f: h5py.File, model: Sequential, optimizer: Optimizer | None) ->
 
 
 def save_model(model: Sequential, path: PathLike, optimizer: Optimizer | None = None) -> Path:
-    """Save `model` (built) and `optimizer` (default: the one it was compiled or last trained with) atomically."""
+    """Save `model` and `optimizer` (default: the one it last trained with, else its compiled one) atomically."""
     model._require_built()
-    opt = optimizer if optimizer is not None else model.optimizer or getattr(model, "_last_optimizer", None)
+    opt = optimizer if optimizer is not None else getattr(model, "_last_optimizer", None) or model.optimizer
 
     def write(tmp: Path) -> None:
         with h5py.File(tmp, "w") as f:
