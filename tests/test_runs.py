@@ -477,6 +477,7 @@ def test_progress_bar_and_line_mode(data):
     model = reference_model(seed=1)
     model.fit(x, y, epochs=2, batch_size=16, callbacks=[ProgressBar(2, 3, file=out)], verbose=0)
     text = out.getvalue()
-    assert "epoch 1/2" in text and "epoch 2/2" in text and "3/3" in text and "cost=" in text
+    assert "epoch 1/2" in text and "epoch 2/2" in text and "3/3" in text and "loss=" in text
+    assert re.search(r"\bs=\d+\.\d", text)  # seconds per epoch
     assert progress_callbacks(1, 2, 3) == ([], 1)  # pytest's stdout is not a terminal: one line per epoch
     assert progress_callbacks(0, 2, 3) == ([], 0)
