@@ -3,6 +3,7 @@
 from xpnn import datasets, distributed, layers, losses, optimizers
 from xpnn.backends import get_backend, set_backend
 from xpnn.errors import DivergedError
+from xpnn.io import load_model
 from xpnn.layers import AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sigmoid, Softmax, Tanh
 from xpnn.losses import get_loss
 from xpnn.model import History, Sequential
@@ -31,6 +32,7 @@ __all__ = [
     "get_loss",
     "get_optimizer",
     "layers",
+    "load_model",
     "losses",
     "optimizers",
     "set_backend",

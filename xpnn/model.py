@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from xpnn.backends import get_backend
+from xpnn.callbacks import progress_callbacks
 from xpnn.data.batches import check_shuffle
 from xpnn.errors import DivergedError
 from xpnn.inputs import prepare_x, prepare_y
@@ -25,6 +26,7 @@ from xpnn.types import Array
 
 if TYPE_CHECKING:
     from xpnn.distributed.parallel import DataParallel
+    from xpnn.runs import RunDir
 
 DTYPES = ("float32", "float64")
 PREDICT_CHUNK = 256
@@ -49,6 +51,13 @@ def _positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
+def _distributed_root() -> bool:
+    """Whether this process is rank 0 of the MPI world (only it keeps the run folder)."""
+    from xpnn.distributed.world import init
+
+    return init().is_root
+
+
 class Sequential:
     """A linear stack of layers: `Sequential([Conv2D(8, 4, padding="same"), ReLU(), ...], dtype="float32")`."""
 
@@ -66,6 +75,7 @@ class Sequential:
         self.optimizer: Optimizer | None = None
         self.loss: Loss | None = None
         self._named_optimizers: dict[str, Optimizer] = {}
+        self._last_optimizer: Optimizer | None = None  # what save() stores when not compiled
 
     # ---- structure and weights -------------------------------------------------------------------
     @property
@@ -192,7 +202,8 @@ class Sequential:
             if key not in self._named_optimizers:
                 self._named_optimizers[key] = get_optimizer(optimizer)
             optimizer = self._named_optimizers[key]
-        return get_optimizer(optimizer), get_loss(loss if loss is not None else (self.loss or "softmax_cross_entropy"))
+        self._last_optimizer = get_optimizer(optimizer)
+        return self._last_optimizer, get_loss(loss if loss is not None else (self.loss or "softmax_cross_entropy"))
 
     def _prepare(self, x: Any, y: Any | None, seed: int | None = 0) -> tuple[Array, Array | None]:
         backend = get_backend()
@@ -258,12 +269,16 @@ class Sequential:
         callbacks: list[Callback] | None = None,
         distributed: bool | DataParallel = False,
         checkpoint: str | os.PathLike | None = None,
+        run_dir: str | os.PathLike | RunDir | None = None,
+        resume: bool = False,
     ) -> History:
         """Train for `epochs` over minibatches of `batch_size`; per-epoch loss/accuracy (and val_*) in History.
 
         "loss" is the epoch's mean cost per sample (batch costs weighted by batch size, as Keras);
         "accuracy" counts argmax matches on the fly, before each batch's update. The dataset moves to
-        the backend once; costs stay on the device and are read once per epoch.
+        the backend once; costs stay on the device and are read once per epoch. `run_dir="runs/"` keeps
+        the run in `runs/<run id>/` (xpnn.runs); `run_dir="runs/<id>", resume=True` continues it exactly.
+        On a terminal `verbose=1` shows a tqdm bar per epoch, elsewhere one line per epoch.
 
         `distributed=True` trains data-parallel over the MPI world (launch with mpiexec; see
         xpnn.distributed): `batch_size` is the global batch, split over the ranks, and the run equals
@@ -283,16 +298,40 @@ class Sequential:
                 raise ValueError("validation_data must be a pair (x_val, y_val).")
             val = self._prepare(*validation_data)
         state = TrainState(rng=np.random.default_rng(seed))
-        callbacks = list(callbacks or ())
+        steps = -(-len(xb) // batch_size)
+        extra, loop_verbose = progress_callbacks(verbose, epochs, steps)
+        run = None
+        if run_dir is not None and (distributed is False or _distributed_root()):
+            from xpnn.runs import attach
+
+            fit_args = {"epochs": epochs, "batch_size": batch_size, "shuffle": shuffle, "seed": seed}
+            run, more = attach(self, run_dir, resume, opt, loss_fn, x, y, validation_data, state, verbose, **fit_args)
+            extra += more
+        elif resume:
+            raise ValueError("resume=True needs run_dir, the run folder to continue (e.g. run_dir='runs/<run id>').")
+        callbacks = [*(callbacks or ()), *extra]
         if checkpoint is not None:
             from xpnn.distributed.checkpoint import Checkpoint
 
             callbacks.append(Checkpoint(checkpoint, opt))
             callbacks[-1].resume(self, state)
-        if distributed is not False:
-            from xpnn.distributed.parallel import as_data_parallel
+        try:
+            if distributed is not False:
+                from xpnn.distributed.parallel import as_data_parallel
 
-            return as_data_parallel(distributed).train(
-                self, xb, yb, epochs, batch_size, opt, loss_fn, shuffle, seed, state, val, callbacks, verbose
+                return as_data_parallel(distributed).train(
+                    self, xb, yb, epochs, batch_size, opt, loss_fn, shuffle, seed, state, val, callbacks, loop_verbose
+                )
+            return train_epochs(
+                self, xb, yb, epochs, batch_size, opt, loss_fn, shuffle, state, val, callbacks, loop_verbose
             )
-        return train_epochs(self, xb, yb, epochs, batch_size, opt, loss_fn, shuffle, state, val, callbacks, verbose)
+        except DivergedError as exc:
+            if run is None:
+                raise
+            raise run.diverged(self, state, exc) from None
+
+    def save(self, path: str | os.PathLike, optimizer: Optimizer | None = None) -> None:
+        """Write the model (architecture, weights, dtype, optimizer state) to an HDF5 file atomically (xpnn.io)."""
+        from xpnn.io import save_model
+
+        save_model(self, path, optimizer)
