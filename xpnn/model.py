@@ -6,6 +6,7 @@ move between xpnn and tf.keras without transposes.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ from xpnn.inputs import prepare_x, prepare_y
 from xpnn.layers.base import Layer
 from xpnn.losses import Loss, get_loss
 from xpnn.optimizers import Optimizer, get_optimizer
+from xpnn.trace import TraceRecorder, tracing
 from xpnn.train import Callback, History, TrainState, train_epochs
 from xpnn.types import Array
 
@@ -200,16 +202,29 @@ class Sequential:
         return xb, yb
 
     def train_on_batch(
-        self, x: Any, y: Any, optimizer: str | Optimizer | None = None, loss: str | Loss | None = None
+        self,
+        x: Any,
+        y: Any,
+        optimizer: str | Optimizer | None = None,
+        loss: str | Loss | None = None,
+        trace: str | os.PathLike | TraceRecorder | None = None,
     ) -> float:
-        """One update on exactly this batch; returns the cost of its forward pass (before the update)."""
+        """One update on exactly this batch; returns the cost of its forward pass (before the update).
+
+        `trace="step.h5"` writes this step to a trace file; pass an open `TraceRecorder` to record many steps.
+        """
         opt, loss_fn = self._resolve(optimizer, loss)
         xb, yb = self._prepare(x, y)
-        p = self.run_pass(xb, yb, loss_fn)
-        cost = float(p.cost)
-        if not np.isfinite(cost):
-            raise DivergedError(1, 1, cost)
-        opt.apply(self.parameters(), p.grads)
+        with tracing(trace) as recorder:
+            if recorder is not None:
+                recorder.start(self)
+            p = self.run_pass(xb, yb, loss_fn, record=recorder is not None and recorder.record)
+            cost = float(p.cost)
+            if not np.isfinite(cost):
+                raise DivergedError(1, 1, cost)
+            opt.apply(self.parameters(), p.grads)
+            if recorder is not None:
+                recorder.write_step(self, p)
         return cost
 
     def predict(self, x: Any, batch_size: int | None = None) -> np.ndarray:
@@ -252,12 +267,14 @@ class Sequential:
         validation_data: tuple[Any, Any] | None = None,
         verbose: int = 1,
         callbacks: list[Callback] | None = None,
+        trace: str | os.PathLike | TraceRecorder | None = None,
     ) -> History:
         """Train for `epochs` over minibatches of `batch_size`; per-epoch loss/accuracy (and val_*) in History.
 
         "loss" is the epoch's mean cost per sample (batch costs weighted by batch size, as Keras);
         "accuracy" counts argmax matches on the fly, before each batch's update. The dataset moves to
-        the backend once; costs stay on the device and are read once per epoch.
+        the backend once; costs stay on the device and are read once per epoch. `trace="run.h5"` records
+        every step (cost, layer outputs, gradients, updated weights) to an HDF5 file (see xpnn.trace).
         """
         epochs = int(epochs) if isinstance(epochs, (int, np.integer)) and not isinstance(epochs, bool) else epochs
         if not isinstance(epochs, int) or epochs < 0:
@@ -272,6 +289,6 @@ class Sequential:
                 raise ValueError("validation_data must be a pair (x_val, y_val).")
             val = self._prepare(*validation_data)
         state = TrainState(rng=np.random.default_rng(seed))
-        return train_epochs(
-            self, xb, yb, epochs, batch_size, opt, loss_fn, shuffle, state, val, list(callbacks or ()), verbose
-        )
+        with tracing(trace) as recorder:
+            hooks = [*(callbacks or ()), *([recorder] if recorder is not None else [])]
+            return train_epochs(self, xb, yb, epochs, batch_size, opt, loss_fn, shuffle, state, val, hooks, verbose)
