@@ -116,23 +116,23 @@ SMALL_CONFIGS = {  # name: (input shape with batch, classes, layers)
 }
 
 
-def keras_layer(spec: dict, seed: int) -> keras.layers.Layer:
+def keras_layer(spec: dict, seed: int, dtype: str = "float64") -> keras.layers.Layer:
     """The tf.keras layer for one xpnn layer spec (same names and arguments as xpnn's get_config)."""
     args = {k: v for k, v in spec.items() if k != "class"}
     glorot = keras.initializers.GlorotUniform(seed=seed)
     kind = spec["class"]
     if kind == "Conv2D":
-        return keras.layers.Conv2D(**args, kernel_initializer=glorot, dtype="float64")
+        return keras.layers.Conv2D(**args, kernel_initializer=glorot, dtype=dtype)
     if kind == "Dense":
-        return keras.layers.Dense(**args, kernel_initializer=glorot, dtype="float64")
+        return keras.layers.Dense(**args, kernel_initializer=glorot, dtype=dtype)
     if kind == "MaxPool2D":
-        return keras.layers.MaxPool2D(**args, dtype="float64")
+        return keras.layers.MaxPool2D(**args, dtype=dtype)
     if kind == "AvgPool2D":
-        return keras.layers.AveragePooling2D(**args, dtype="float64")
+        return keras.layers.AveragePooling2D(**args, dtype=dtype)
     if kind == "Flatten":
-        return keras.layers.Flatten(dtype="float64")
+        return keras.layers.Flatten(dtype=dtype)
     activations = {"ReLU": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh"}
-    return keras.layers.Activation(activations[kind], dtype="float64")
+    return keras.layers.Activation(activations[kind], dtype=dtype)
 
 
 class TFOptimizer:
