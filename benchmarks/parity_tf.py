@@ -330,7 +330,9 @@ def main(argv: list[str] | None = None) -> None:
         f"| float32 TF vs float64 TF | {dtf32.max():.2e} |",
         "",
         f"Final minibatch cost: TF float64 {results['TF float64'][-1]:.12f}, xpnn float64 "
-        f"{results['xpnn float64'][-1]:.12f}. Seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()) + ".",
+        f"{results['xpnn float64'][-1]:.12f}. Seconds: "
+        + ", ".join(f"{k} {v:.0f}" if k not in saved else f"{k} (loaded)" for k, v in seconds.items())
+        + ".",
     ]
     if mistakes:
         lines += [
