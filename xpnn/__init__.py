@@ -8,6 +8,7 @@ from xpnn.layers import AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sigm
 from xpnn.losses import get_loss
 from xpnn.model import History, Sequential
 from xpnn.optimizers import SGD, Adam, get_optimizer
+from xpnn.trace import trace  # the function; the module stays importable as `from xpnn.trace import ...`
 
 __version__ = "0.1.0"
 
@@ -36,4 +37,5 @@ __all__ = [
     "losses",
     "optimizers",
     "set_backend",
+    "trace",
 ]

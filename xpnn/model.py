@@ -21,6 +21,7 @@ from xpnn.inputs import prepare_x, prepare_y
 from xpnn.layers.base import Layer
 from xpnn.losses import Loss, get_loss
 from xpnn.optimizers import Optimizer, get_optimizer
+from xpnn.trace import TraceRecorder, tracing
 from xpnn.train import Callback, History, TrainState, train_epochs
 from xpnn.types import Array
 
@@ -215,16 +216,29 @@ class Sequential:
         return xb, yb
 
     def train_on_batch(
-        self, x: Any, y: Any, optimizer: str | Optimizer | None = None, loss: str | Loss | None = None
+        self,
+        x: Any,
+        y: Any,
+        optimizer: str | Optimizer | None = None,
+        loss: str | Loss | None = None,
+        trace: str | os.PathLike | TraceRecorder | None = None,
     ) -> float:
-        """One update on exactly this batch; returns the cost of its forward pass (before the update)."""
+        """One update on exactly this batch; returns the cost of its forward pass (before the update).
+
+        `trace="step.h5"` writes this step to a trace file; pass an open `TraceRecorder` to record many steps.
+        """
         opt, loss_fn = self._resolve(optimizer, loss)
         xb, yb = self._prepare(x, y)
-        p = self.run_pass(xb, yb, loss_fn)
-        cost = float(p.cost)
-        if not np.isfinite(cost):
-            raise DivergedError(1, 1, cost)
-        opt.apply(self.parameters(), p.grads)
+        with tracing(trace) as recorder:
+            if recorder is not None:
+                recorder.start(self)
+            p = self.run_pass(xb, yb, loss_fn, record=recorder is not None and recorder.record)
+            cost = float(p.cost)
+            if not np.isfinite(cost):
+                raise DivergedError(1, 1, cost)
+            opt.apply(self.parameters(), p.grads)
+            if recorder is not None:
+                recorder.write_step(self, p)
         return cost
 
     def predict(self, x: Any, batch_size: int | None = None) -> np.ndarray:
@@ -271,6 +285,7 @@ class Sequential:
         checkpoint: str | os.PathLike | None = None,
         run_dir: str | os.PathLike | RunDir | None = None,
         resume: bool = False,
+        trace: str | os.PathLike | TraceRecorder | None = None,
     ) -> History:
         """Train for `epochs` over minibatches of `batch_size`; per-epoch loss/accuracy (and val_*) in History.
 
@@ -284,6 +299,9 @@ class Sequential:
         xpnn.distributed): `batch_size` is the global batch, split over the ranks, and the run equals
         one process's. `checkpoint=path` resumes from that file if it exists and rewrites it (rank 0)
         after every epoch.
+
+        `trace="run.h5"` records every step (cost, layer outputs, gradients, updated weights) to an HDF5
+        file (see xpnn.trace).
         """
         epochs = int(epochs) if isinstance(epochs, (int, np.integer)) and not isinstance(epochs, bool) else epochs
         if not isinstance(epochs, int) or epochs < 0:
@@ -315,20 +333,35 @@ class Sequential:
 
             callbacks.append(Checkpoint(checkpoint, opt))
             callbacks[-1].resume(self, state)
-        try:
-            if distributed is not False:
-                from xpnn.distributed.parallel import as_data_parallel
+        with tracing(trace) as recorder:
+            if recorder is not None:
+                callbacks.append(recorder)
+            try:
+                if distributed is not False:
+                    from xpnn.distributed.parallel import as_data_parallel
 
-                return as_data_parallel(distributed).train(
-                    self, xb, yb, epochs, batch_size, opt, loss_fn, shuffle, seed, state, val, callbacks, loop_verbose
+                    return as_data_parallel(distributed).train(
+                        self,
+                        xb,
+                        yb,
+                        epochs,
+                        batch_size,
+                        opt,
+                        loss_fn,
+                        shuffle,
+                        seed,
+                        state,
+                        val,
+                        callbacks,
+                        loop_verbose,
+                    )
+                return train_epochs(
+                    self, xb, yb, epochs, batch_size, opt, loss_fn, shuffle, state, val, callbacks, loop_verbose
                 )
-            return train_epochs(
-                self, xb, yb, epochs, batch_size, opt, loss_fn, shuffle, state, val, callbacks, loop_verbose
-            )
-        except DivergedError as exc:
-            if run is None:
-                raise
-            raise run.diverged(self, state, exc) from None
+            except DivergedError as exc:
+                if run is None:
+                    raise
+                raise run.diverged(self, state, exc) from None
 
     def save(self, path: str | os.PathLike, optimizer: Optimizer | None = None) -> None:
         """Write the model (architecture, weights, dtype, optimizer state) to an HDF5 file atomically (xpnn.io)."""
