@@ -2,8 +2,9 @@
 
 The fused unit computes what the three layers compute, in less memory and time:
 - forward: im2col + GEMM over chunks of images in a reused buffer (the columns are never kept),
-  bias, then the max and first arg-max of each window; ReLU runs on the pooled values, since
-  max(relu(a)) = relu(max(a)) and, where the pooled value is positive, both pick the same cell;
+  then the max and first arg-max of each window; the bias and the ReLU run on the pooled values,
+  since max(a + b) = max(a) + b and max(relu(a)) = relu(max(a)) exactly, and where the pooled
+  value is positive the ReLU'd max picks the same cell;
 - backward: only each window's winner gets a gradient, so dW gathers one input patch per
   (window, channel) instead of a GEMM over every pixel, and db sums the pooled gradient.
 A plan for `record` runs every layer on its own, so per-layer outputs and gradients stay available.
@@ -103,14 +104,14 @@ class ConvReluPool:
             cols = cols_buf[:m]
             xp.copyto(cols.reshape(stop - start, *conv_hw, fh, fw, cin), windows[start:stop])
             out = cols @ w2
-            if b is not None:
-                out += b
             # (n, out_h, ph, out_w, pw, c) -> (n, out_h, out_w, c, ph*pw): each window's cells in row-major order
             win = out.reshape(stop - start, out_h, ph, out_w, pw, cout).transpose(0, 1, 3, 5, 2, 4)
             win = win.reshape(stop - start, out_h, out_w, cout, ph * pw)
             arg = win.argmax(axis=4)
             argmax[start:stop] = arg
             pooled[start:stop] = xp.take_along_axis(win, arg[..., None], axis=4)[..., 0]
+        if b is not None:  # max(a + b) = max(a) + b exactly (rounding is monotonic), on 1/(ph·pw) of the values
+            pooled += b
         return xp.maximum(pooled, 0.0), ConvReluPoolCache(x_pad, pads, pooled, argmax, conv_hw)
 
     def backward(self, dout: Array, cache: ConvReluPoolCache, need_dx: bool = True):
