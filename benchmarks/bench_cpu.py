@@ -29,10 +29,19 @@ FRAMEWORKS = ("xpnn", "torch", "tf")
 IMPORTS = {"xpnn": "xpnn", "torch": "torch", "tf": "tensorflow"}
 
 
-def limit_threads(threads: int) -> None:
-    """Cap BLAS/OpenMP pools before any framework starts its own."""
+def limit_threads(threads: int, spin: bool = False) -> None:
+    """Cap BLAS/OpenMP pools before any framework starts its own.
+
+    Unless `spin`, idle workers sleep instead of spinning: OpenBLAS's spin for about 2^28 cycles after
+    each call (OPENBLAS_THREAD_TIMEOUT=4 makes it 2^4) and OpenMP's per OMP_WAIT_POLICY (PASSIVE). On a
+    busy machine a spinning worker takes the core that the main thread needs; xpnn's step was 5x slower
+    here with OpenBLAS's default. Both are read once, when NumPy and PyTorch load.
+    """
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
+    if not spin:
+        os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         from threadpoolctl import threadpool_limits
 
@@ -105,7 +114,7 @@ def measure(wl, frameworks: list[str], budget: float, min_reps: int, max_reps: i
 
 def rss_child(fw: str, key: str, threads: int) -> None:
     """Run one workload of one framework and print its peak RSS growth as JSON (see the module docstring)."""
-    limit_threads(threads)
+    limit_threads(threads, spin=True)  # the parent's environment, already set
     available([fw], threads)
     from peers import RUNNERS
     from workloads import WORKLOADS
@@ -166,7 +175,9 @@ def machine(versions: dict[str, str], threads: int) -> list[str]:
         f"- Python {platform.python_version()}; NumPy {numpy.__version__}; NumPy's BLAS: {blas}",
         "- Peers: " + ", ".join(f"{fw} {v}" for fw, v in versions.items() if fw != "xpnn"),
         f"- Threads: {threads} for every framework (threadpoolctl + OMP/OPENBLAS_NUM_THREADS for NumPy; "
-        "torch.set_num_threads; tf.config.threading intra/inter-op)",
+        "torch.set_num_threads; tf.config.threading intra/inter-op); "
+        f"OPENBLAS_THREAD_TIMEOUT={os.environ.get('OPENBLAS_THREAD_TIMEOUT', 'default')}, "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'default')}",
     ]
     return lines
 
@@ -186,6 +197,7 @@ def main() -> None:
     ap.add_argument("--min-reps", type=int, default=10)
     ap.add_argument("--max-reps", type=int, default=200)
     ap.add_argument("--gap", type=float, default=0.2, help="seconds of sleep before each timed call")
+    ap.add_argument("--spin", action="store_true", help="keep the libraries' spinning idle workers (see limit_threads)")
     ap.add_argument("--no-rss", action="store_true", help="skip the peak-RSS subprocesses")
     ap.add_argument("--rss-child", nargs=2, metavar=("FRAMEWORK", "WORKLOAD"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -193,7 +205,7 @@ def main() -> None:
         rss_child(*args.rss_child, args.threads)
         return
 
-    limit_threads(args.threads)
+    limit_threads(args.threads, args.spin)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from workloads import WORKLOADS
 
