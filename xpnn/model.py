@@ -19,6 +19,7 @@ from xpnn.data.batches import check_shuffle
 from xpnn.errors import DivergedError
 from xpnn.inputs import prepare_x, prepare_y
 from xpnn.layers.base import Layer
+from xpnn.layers.fused import plan
 from xpnn.losses import Loss, get_loss
 from xpnn.optimizers import Optimizer, get_optimizer
 from xpnn.trace import TraceRecorder, tracing
@@ -158,10 +159,13 @@ class Sequential:
 
     # ---- passes ----------------------------------------------------------------------------------
     def forward(self, x: Array, record: bool = False) -> tuple[Array, list[Any], list[Array] | None]:
-        """Logits, the layers' caches, and (when `record`) each layer's output."""
+        """Logits, the plan units' caches, and (when `record`) each layer's output.
+
+        Without `record`, Conv2D → ReLU → MaxPool2D triples run fused (xpnn.layers.fused); with it, layer by layer.
+        """
         caches, outputs = [], [] if record else None
-        for layer in self.layers:
-            x, cache = layer.forward(x)
+        for unit in plan(self.layers, fuse=not record):
+            x, cache = unit.forward(x)
             caches.append(cache)
             if outputs is not None:
                 outputs.append(x)
@@ -172,12 +176,14 @@ class Sequential:
 
         The first layer's input gradient is computed only when recorded: nothing else needs it.
         """
-        per_layer: list[dict[str, Array]] = [{}] * len(self.layers)
+        units = plan(self.layers, fuse=not record)
+        per_unit: list[list[dict[str, Array]]] = [[]] * len(units)
         input_grads: list[Array] | None = [None] * len(self.layers) if record else None  # type: ignore[list-item]
-        for i in range(len(self.layers) - 1, -1, -1):
-            dout, per_layer[i] = self.layers[i].backward(dout, caches[i], need_dx=record or i > 0)
-            if input_grads is not None:
+        for i in range(len(units) - 1, -1, -1):
+            dout, per_unit[i] = units[i].backward(dout, caches[i], need_dx=record or i > 0)
+            if input_grads is not None:  # with record every unit is one layer
                 input_grads[i] = dout
+        per_layer = [g for gs in per_unit for g in gs]
         grads = [g[key] for layer, g in zip(self.layers, per_layer) for key in layer.params]
         return grads, input_grads
 

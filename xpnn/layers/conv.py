@@ -50,9 +50,21 @@ def conv2d_backward(dout: Array, cache: ConvCache, need_dx: bool = True) -> tupl
     grads = {"w": (cache.cols.T @ dout2).reshape(cache.w.shape), "b": dout2.sum(axis=0)}
     if not need_dx:
         return None, grads
+    return conv2d_input_grad(dout, cache.w, cache.padded_shape, cache.pads, cache.strides), grads
+
+
+def conv2d_input_grad(
+    dout: Array,
+    w: Array,
+    padded_shape: tuple[int, ...],
+    pads: tuple[tuple[int, int], tuple[int, int]],
+    strides: tuple[int, int],
+) -> Array:
+    """dx for a conv2d: each output's gradient times the kernel, summed back over its window, then cropped."""
+    fh, fw, cin, cout = w.shape
     n, out_h, out_w, _ = dout.shape
-    dcols = (dout2 @ cache.w.reshape(fh * fw * cin, cout).T).reshape(n, out_h, out_w, fh, fw, cin)
-    return crop_hw(windows_add(dcols, cache.padded_shape, cache.strides), cache.pads), grads
+    dcols = (dout.reshape(-1, cout) @ w.reshape(fh * fw * cin, cout).T).reshape(n, out_h, out_w, fh, fw, cin)
+    return crop_hw(windows_add(dcols, padded_shape, strides), pads)
 
 
 class Conv2D(Layer):
