@@ -23,7 +23,20 @@ from xpnn.layers.pool import MaxPool2D
 from xpnn.layers.windows import pad_hw, window_view
 from xpnn.types import Array
 
-CHUNK_BYTES = 8 << 20  # im2col columns per GEMM: small enough to stay in cache
+CHUNK_BYTES = 3 << 20  # im2col columns per GEMM: small enough to stay in cache
+
+
+def planar_windows(x_pad: Array, k_hw: tuple[int, int], strides: tuple[int, int], out_hw: tuple[int, int]) -> Array:
+    """A (fh, fw, cin, n, out_h, out_w) view of every conv window, over a channel-planar copy of NHWC `x_pad`.
+
+    Copying it into (K, M) columns moves whole rows of out_w pixels at a time, about three times faster
+    than the NHWC window view's runs of fw·cin values.
+    """
+    xp = get_backend().xp
+    planes = xp.ascontiguousarray(x_pad.transpose(0, 3, 1, 2))  # (n, cin, h, w)
+    sn, sc, sh, sw = planes.strides
+    shape = (*k_hw, planes.shape[1], planes.shape[0], *out_hw)
+    return xp.lib.stride_tricks.as_strided(planes, shape, (sh, sw, sc, sn, sh * strides[0], sw * strides[1]))
 
 
 class Single:
@@ -69,7 +82,7 @@ class ConvReluPool:
         return pads == ((0, 0), (0, 0)) and out_h * pool.pool_size[0] == h and out_w * pool.pool_size[1] == w
 
     def _buffer(self, shape: tuple[int, ...], dtype) -> Array:
-        """The conv layer's im2col buffer, kept between calls (fresh pages cost more than the copy)."""
+        """The conv layer's (K, M) im2col buffer, kept between calls (fresh pages cost more than the copy)."""
         conv = self.layers[0]
         buf = getattr(conv, "_cols_buffer", None)
         if buf is None or buf.shape != shape or buf.dtype != dtype or not get_backend().is_array(buf):
@@ -89,23 +102,23 @@ class ConvReluPool:
         )
         out_h, out_w = conv_hw[0] // ph, conv_hw[1] // pw
         pads = pads_2d((h, wd), (fh, fw), conv.strides, conv.padding)
-        x_pad = pad_hw(x, pads)
-        windows = window_view(x_pad, (fh, fw), conv.strides, conv_hw)
+        x_pad = pad_hw(x, pads)  # NHWC, kept for the backward's patch gather
         k = fh * fw * cin
         per_image = conv_hw[0] * conv_hw[1]
         chunk = max(1, min(n, CHUNK_BYTES // (per_image * k * x.dtype.itemsize)))
-        cols_buf = self._buffer((chunk * per_image, k), x.dtype)
-        w2 = w.reshape(k, cout)
+        cols_t = self._buffer((k, chunk * per_image), x.dtype)
+        windows_t = planar_windows(x_pad, (fh, fw), conv.strides, conv_hw)
+        w_t = xp.ascontiguousarray(w.reshape(k, cout).T)
         pooled = xp.empty((n, out_h, out_w, cout), dtype=x.dtype)
         argmax = xp.empty((n, out_h, out_w, cout), dtype=xp.intp)
         for start in range(0, n, chunk):
             stop = min(n, start + chunk)
             m = (stop - start) * per_image
-            cols = cols_buf[:m]
-            xp.copyto(cols.reshape(stop - start, *conv_hw, fh, fw, cin), windows[start:stop])
-            out = cols @ w2
-            # (n, out_h, ph, out_w, pw, c) -> (n, out_h, out_w, c, ph*pw): each window's cells in row-major order
-            win = out.reshape(stop - start, out_h, ph, out_w, pw, cout).transpose(0, 1, 3, 5, 2, 4)
+            cols = cols_t[:, :m]
+            xp.copyto(cols.reshape(fh, fw, cin, stop - start, *conv_hw), windows_t[:, :, :, start:stop])
+            out_t = w_t @ cols  # (cout, images · conv_h · conv_w)
+            # (c, n, out_h, ph, out_w, pw) -> (n, out_h, out_w, c, ph*pw): each window's cells in row-major order
+            win = out_t.reshape(cout, stop - start, out_h, ph, out_w, pw).transpose(1, 2, 4, 0, 3, 5)
             win = win.reshape(stop - start, out_h, out_w, cout, ph * pw)
             arg = win.argmax(axis=4)
             argmax[start:stop] = arg
