@@ -3,8 +3,9 @@
     python benchmarks/bench_cpu.py                 # workloads (a)-(d), timings and peak RSS
     python benchmarks/bench_cpu.py --signs         # also (e), a whole 25-epoch SIGNS run
 
-Timing: every framework is warmed up, then the frameworks take turns (one call each per round,
-the starting one rotating), and each reports the median over rounds. Ratios xpnn/peer come from
+Timing: every framework is warmed up, then the frameworks take turns (per round, after a short pause
+and one untimed call, a block of 5 timed calls each, the starting one rotating: steady state, as in a
+training loop), and each reports the median over all its timed calls. Ratios xpnn/peer come from
 the same rounds, so machine noise hits all alike. Peak RSS: each (framework, workload) runs again in
 a fresh subprocess that imports only that framework, resets the kernel's high-water mark
 (`/proc/self/clear_refs` ← 5) once the data is made, and reports VmHWM minus the RSS at that point.
@@ -76,6 +77,9 @@ def workload_data(wl):
     return synthetic_batch(wl.batch)
 
 
+BLOCK = 5  # timed calls in a row per framework and round: steady state, as in a training loop
+
+
 def time_call(fn, *args) -> float:
     start = time.perf_counter()
     fn(*args)
@@ -104,11 +108,14 @@ def measure(wl, frameworks: list[str], budget: float, min_reps: int, max_reps: i
     else:
         reps = int(min(max_reps, max(min_reps, budget / max(sum(warm.values()), 1e-6))))
     times: dict[str, list[float]] = {fw: [] for fw in frameworks}
-    for r in range(reps):
+    block = 1 if wl.kind == "signs" else BLOCK
+    for r in range(-(-reps // block)):
         order = frameworks[r % len(frameworks) :] + frameworks[: r % len(frameworks)]
         for fw in order:
             time.sleep(gap)  # let the previous framework's spinning worker threads go idle
-            times[fw].append(time_call(runners[fw]))
+            if wl.kind != "signs":
+                runners[fw]()  # one untimed call: training runs step after step, never after a pause
+            times[fw].extend(time_call(runners[fw]) for _ in range(block))
     return times
 
 

@@ -8,6 +8,7 @@ mpiexec -n 4 python examples/train.py --distributed   # data-parallel over 4 MPI
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import xpnn
@@ -66,4 +67,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, TypeError, FileNotFoundError) as exc:  # xpnn's errors say what to fix: no traceback
+        sys.exit(f"error: {exc}")

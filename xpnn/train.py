@@ -107,9 +107,15 @@ def train_epochs(
         costs: list[Array] = []
         sizes: list[int] = []
         correct = xp.zeros((), dtype=xp.int64)
-        for index, idx in enumerate(epoch_batches(n, batch_size, shuffle, state.rng)):
+        batches = epoch_batches(n, batch_size, shuffle, state.rng)
+        # One upload of the epoch's order; each step slices it on the device (no per-step transfer).
+        order = backend.asarray(np.concatenate(batches)) if parallel is None else None
+        for index, idx in enumerate(batches):
             mine = idx if parallel is None else parallel.shard(idx)
-            idx_b = backend.asarray(mine)
+            if order is None:
+                idx_b = backend.asarray(mine)
+            else:
+                idx_b = order[index * batch_size : index * batch_size + len(idx)]
             xs, ys = x[idx_b], y[idx_b]
             if parallel is None:
                 result = model.run_pass(xs, ys, loss, record=record)
