@@ -183,3 +183,21 @@ def test_ranks_that_disagree_refuse_to_start():
     run = launch(2, "--n", "64", "--batch-size", "16", "--rank1-seed", "2", timeout=60)
     assert run.returncode != 0
     assert "ranks disagree on the training run" in run.stderr and "seed: rank 1 has 2, rank 0 has 1" in run.stderr
+
+
+def test_ranks_share_the_cores_unless_the_user_chose(monkeypatch):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from xpnn.distributed.world import World, share_cpu_threads
+
+    calls = []
+    monkeypatch.setattr(threadpoolctl, "threadpool_limits", lambda **kw: calls.append(kw))
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert share_cpu_threads(World(None, 1, 4, 1, 4)) == 2
+    assert calls == [{"limits": 2, "user_api": "blas"}]
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert share_cpu_threads(World(None, 0, 4, 0, 4)) == 1
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+    assert share_cpu_threads(World(None, 0, 4, 0, 4)) is None
+    assert len(calls) == 2
