@@ -34,6 +34,17 @@ class Failure(Callback):
             os._exit(9)
 
 
+class StopOnRoot(Callback):
+    """Rank 0 alone asks to stop after `epoch` (as a stuck-run check in its run folder would)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_end(self, model, state, logs) -> None:
+        if xpnn.distributed.current().is_root and state.epoch >= self.epoch:
+            state.stop = True
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=200)
@@ -47,6 +58,7 @@ def main() -> None:
     parser.add_argument("--fail", choices=["raise", "hang", "kill"], default=None)
     parser.add_argument("--fail-rank", type=int, default=1)
     parser.add_argument("--fail-epoch", type=int, default=2)
+    parser.add_argument("--stop-on-root-after", type=int, default=None)
     args = parser.parse_args()
 
     world = xpnn.distributed.init()
@@ -55,6 +67,8 @@ def main() -> None:
     (x, y), _ = xpnn.datasets.load_embedded(n_train=args.n, n_test=6)
     model = reference_model("float64", seed=args.seed)
     callbacks = [] if args.fail is None else [Failure(args.fail, args.fail_rank, args.fail_epoch)]
+    if args.stop_on_root_after is not None:
+        callbacks.append(StopOnRoot(args.stop_on_root_after))
     history = model.fit(
         x, y, epochs=args.epochs, batch_size=args.batch_size, optimizer=reference_optimizer(), seed=args.seed,
         verbose=0, callbacks=callbacks, distributed=xpnn.distributed.DataParallel(args.timeout),

@@ -185,6 +185,15 @@ def test_ranks_that_disagree_refuse_to_start():
     assert "ranks disagree on the training run" in run.stderr and "seed: rank 1 has 2, rank 0 has 1" in run.stderr
 
 
+@needs_mpi
+def test_a_stop_asked_on_one_rank_stops_every_rank(tmp_path):
+    out = tmp_path / "run.npz"
+    run = launch(2, "--n", "64", "--batch-size", "16", "--epochs", "3", "--stop-on-root-after", "1",
+                 "--timeout", "20", "--out", str(out), timeout=60)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert len(np.load(out)["loss"]) == 1  # rank 0 stopped after epoch 1, and rank 1 did not wait for epoch 2
+
+
 def test_ranks_share_the_cores_unless_the_user_chose(monkeypatch):
     threadpoolctl = pytest.importorskip("threadpoolctl")
     from xpnn.distributed.world import World, share_cpu_threads

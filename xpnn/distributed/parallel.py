@@ -110,7 +110,8 @@ class DataParallel(Callback):
             warnings.warn(note, stacklevel=3)
         self.optimizer = optimizer
         self.sync_from_root(model, state)
-        callbacks = [self] + [cb for cb in callbacks if world.is_root or not getattr(cb, "root_only", False)]
+        kept = [cb for cb in callbacks if world.is_root or not getattr(cb, "root_only", False)]
+        callbacks = [self, *kept, AgreeOnStop(mpi)]
         try:
             return train_epochs(
                 model, x, y, epochs, batch_size, optimizer, loss, shuffle, state, validation, callbacks,
@@ -205,6 +206,17 @@ class DataParallel(Callback):
                     stacklevel=2,
                 )
             self.sync_from_root(model, state)
+
+
+class AgreeOnStop(Callback):
+    """Last at each epoch end: if a callback on any rank asked to stop (say, rank 0's stuck-run check),
+    every rank stops after this epoch, so none waits alone in the next epoch's collectives."""
+
+    def __init__(self, mpi: MPIComm) -> None:
+        self.mpi = mpi
+
+    def on_epoch_end(self, model: Sequential, state: TrainState, logs: dict[str, float]) -> None:
+        state.stop = any(self.mpi.allgather_object(bool(state.stop), "the stop check"))
 
 
 _default: DataParallel | None = None
