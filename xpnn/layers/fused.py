@@ -23,7 +23,8 @@ from xpnn.layers.pool import MaxPool2D
 from xpnn.layers.windows import pad_hw, window_view
 from xpnn.types import Array
 
-CHUNK_BYTES = 3 << 20  # im2col columns per GEMM: small enough to stay in cache
+CHUNK_BYTES = 3 << 20  # CPU: im2col columns per GEMM, small enough to stay in cache
+GPU_CHUNK_BYTES = 1 << 30  # CuPy: few, large GEMMs (each chunk costs ~8 kernel launches)
 
 
 def planar_windows(x_pad: Array, k_hw: tuple[int, int], strides: tuple[int, int], out_hw: tuple[int, int]) -> Array:
@@ -105,7 +106,8 @@ class ConvReluPool:
         x_pad = pad_hw(x, pads)  # NHWC, kept for the backward's patch gather
         k = fh * fw * cin
         per_image = conv_hw[0] * conv_hw[1]
-        chunk = max(1, min(n, CHUNK_BYTES // (per_image * k * x.dtype.itemsize)))
+        budget = CHUNK_BYTES if get_backend().name == "numpy" else GPU_CHUNK_BYTES
+        chunk = max(1, min(n, budget // (per_image * k * x.dtype.itemsize)))
         cols_t = self._buffer((k, chunk * per_image), x.dtype)
         windows_t = planar_windows(x_pad, (fh, fw), conv.strides, conv_hw)
         w_t = xp.ascontiguousarray(w.reshape(k, cout).T)
