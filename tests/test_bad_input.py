@@ -73,9 +73,10 @@ def test_nan_and_inf_in_x():
     x[1, 2, 3, 0] = np.nan
     with pytest.raises(ValueError, match=r"x holds 1 NaN or Inf.*\(1, 2, 3, 0\)"):
         m.fit(x, y, epochs=1, verbose=0)
-    x[1, 2, 3, 0] = np.inf
-    with pytest.raises(ValueError, match="NaN or Inf"):
-        m.train_on_batch(x, y, optimizer=SGD(0.1))
+    for bad in (np.inf, -np.inf):
+        x[1, 2, 3, 0] = bad
+        with pytest.raises(ValueError, match=r"NaN or Inf.*\(1, 2, 3, 0\)"):
+            m.train_on_batch(x, y, optimizer=SGD(0.1))
 
 
 def test_labels_out_of_range_and_length_mismatch():
