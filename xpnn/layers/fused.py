@@ -23,21 +23,38 @@ from xpnn.layers.pool import MaxPool2D
 from xpnn.layers.windows import pad_hw, window_view
 from xpnn.types import Array
 
-CHUNK_BYTES = 3 << 20  # CPU: im2col columns per GEMM, small enough to stay in cache
+CHUNK_BYTES = 9 << 18  # CPU: im2col rows per GEMM, small enough to stay in cache (2.25 MB)
 GPU_CHUNK_BYTES = 1 << 30  # CuPy: few, large GEMMs (each chunk costs ~8 kernel launches)
 
 
-def planar_windows(x_pad: Array, k_hw: tuple[int, int], strides: tuple[int, int], out_hw: tuple[int, int]) -> Array:
-    """A (fh, fw, cin, n, out_h, out_w) view of every conv window, over a channel-planar copy of NHWC `x_pad`.
+def grouped_windows(
+    x_pad: Array, k_hw: tuple[int, int], strides: tuple[int, int], out_hw: tuple[int, int], group: int
+) -> Array:
+    """A (n, out_h, out_w/group, fh, span, cin) view: one window per `group` horizontally adjacent outputs.
 
-    Copying it into (K, M) columns moves whole rows of out_w pixels at a time, about three times faster
-    than the NHWC window view's runs of fw·cin values.
+    `k_hw` is (fh, span) with span = (group − 1)·stride_w + fw. Each row of the im2col copy then holds
+    runs of span·cin values instead of fw·cin, and there are `group` times fewer rows: less copying and a
+    wider, better-shaped GEMM against `grouped_kernel`.
     """
     xp = get_backend().xp
-    planes = xp.ascontiguousarray(x_pad.transpose(0, 3, 1, 2))  # (n, cin, h, w)
-    sn, sc, sh, sw = planes.strides
-    shape = (*k_hw, planes.shape[1], planes.shape[0], *out_hw)
-    return xp.lib.stride_tricks.as_strided(planes, shape, (sh, sw, sc, sn, sh * strides[0], sw * strides[1]))
+    sn, sh, sw, sc = x_pad.strides
+    shape = (x_pad.shape[0], out_hw[0], out_hw[1] // group, k_hw[0], k_hw[1], x_pad.shape[3])
+    return xp.lib.stride_tricks.as_strided(x_pad, shape, (sn, sh * strides[0], sw * strides[1] * group, sh, sw, sc))
+
+
+def grouped_kernel(w: Array, group: int, stride_w: int) -> Array:
+    """The (fh·span·cin, group·cout) matrix that maps a `grouped_windows` row to `group` adjacent outputs.
+
+    Output p of the group sees the kernel shifted by p·stride_w columns; the other cells are zeros, which
+    add exact zeros to every sum.
+    """
+    xp = get_backend().xp
+    fh, fw, cin, cout = w.shape
+    span = (group - 1) * stride_w + fw
+    wide = xp.zeros((fh, span, cin, group, cout), dtype=w.dtype)
+    for p in range(group):
+        wide[:, p * stride_w : p * stride_w + fw, :, p, :] = w
+    return wide.reshape(fh * span * cin, group * cout)
 
 
 class Single:
@@ -83,7 +100,7 @@ class ConvReluPool:
         return pads == ((0, 0), (0, 0)) and out_h * pool.pool_size[0] == h and out_w * pool.pool_size[1] == w
 
     def _buffer(self, shape: tuple[int, ...], dtype) -> Array:
-        """The conv layer's (K, M) im2col buffer, kept between calls (fresh pages cost more than the copy)."""
+        """The conv layer's (M, K) im2col buffer, kept between calls (fresh pages cost more than the copy)."""
         conv = self.layers[0]
         buf = getattr(conv, "_cols_buffer", None)
         if buf is None or buf.shape != shape or buf.dtype != dtype or not get_backend().is_array(buf):
@@ -104,23 +121,24 @@ class ConvReluPool:
         out_h, out_w = conv_hw[0] // ph, conv_hw[1] // pw
         pads = pads_2d((h, wd), (fh, fw), conv.strides, conv.padding)
         x_pad = pad_hw(x, pads)  # NHWC, kept for the backward's patch gather
-        k = fh * fw * cin
-        per_image = conv_hw[0] * conv_hw[1]
+        group = next(g for g in (8, 4, 2, 1) if conv_hw[1] % g == 0)
+        span = (group - 1) * conv.strides[1] + fw
+        k = fh * span * cin
+        rows_per_image = conv_hw[0] * conv_hw[1] // group
         budget = CHUNK_BYTES if get_backend().name == "numpy" else GPU_CHUNK_BYTES
-        chunk = max(1, min(n, budget // (per_image * k * x.dtype.itemsize)))
-        cols_t = self._buffer((k, chunk * per_image), x.dtype)
-        windows_t = planar_windows(x_pad, (fh, fw), conv.strides, conv_hw)
-        w_t = xp.ascontiguousarray(w.reshape(k, cout).T)
+        chunk = max(1, min(n, budget // (rows_per_image * k * x.dtype.itemsize)))
+        cols_buf = self._buffer((chunk * rows_per_image, k), x.dtype)
+        windows = grouped_windows(x_pad, (fh, span), conv.strides, conv_hw, group)
+        w_group = grouped_kernel(w, group, conv.strides[1])
         pooled = xp.empty((n, out_h, out_w, cout), dtype=x.dtype)
         argmax = xp.empty((n, out_h, out_w, cout), dtype=xp.intp)
         for start in range(0, n, chunk):
             stop = min(n, start + chunk)
-            m = (stop - start) * per_image
-            cols = cols_t[:, :m]
-            xp.copyto(cols.reshape(fh, fw, cin, stop - start, *conv_hw), windows_t[:, :, :, start:stop])
-            out_t = w_t @ cols  # (cout, images · conv_h · conv_w)
-            # (c, n, out_h, ph, out_w, pw) -> (n, out_h, out_w, c, ph*pw): each window's cells in row-major order
-            win = out_t.reshape(cout, stop - start, out_h, ph, out_w, pw).transpose(1, 2, 4, 0, 3, 5)
+            cols = cols_buf[: (stop - start) * rows_per_image]
+            xp.copyto(cols.reshape(stop - start, conv_hw[0], conv_hw[1] // group, fh, span, cin), windows[start:stop])
+            out = cols @ w_group  # (images · conv_h · conv_w/group, group · cout) = NHWC conv output
+            # (n, out_h, ph, out_w, pw, c) -> (n, out_h, out_w, c, ph*pw): each window's cells in row-major order
+            win = out.reshape(stop - start, out_h, ph, out_w, pw, cout).transpose(0, 1, 3, 5, 2, 4)
             win = win.reshape(stop - start, out_h, out_w, cout, ph * pw)
             arg = win.argmax(axis=4)
             argmax[start:stop] = arg
