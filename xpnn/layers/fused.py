@@ -121,7 +121,9 @@ class ConvReluPool:
         out_h, out_w = conv_hw[0] // ph, conv_hw[1] // pw
         pads = pads_2d((h, wd), (fh, fw), conv.strides, conv.padding)
         x_pad = pad_hw(x, pads)  # NHWC, kept for the backward's patch gather
-        group = next(g for g in (8, 4, 2, 1) if conv_hw[1] % g == 0)
+        # up to 8 outputs per row while the GEMM stays narrow (group·cout ≤ 64): wider ones waste more
+        # multiplications on the zeros of the shifted kernel than the shorter copy saves
+        group = next(g for g in (8, 4, 2, 1) if conv_hw[1] % g == 0 and (g * cout <= 64 or g == 1))
         span = (group - 1) * conv.strides[1] + fw
         k = fh * span * cin
         rows_per_image = conv_hw[0] * conv_hw[1] // group
