@@ -74,3 +74,24 @@ def test_valid_padding_and_strided_conv_are_fused_when_the_windows_tile():
 def test_other_patterns_run_layer_by_layer(layers):
     model = Sequential([*layers, Flatten(), Dense(2)], dtype="float64").build((7, 7, 1), seed=0)
     assert all(type(u) is Single for u in plan(model.layers))
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3])
+@pytest.mark.parametrize("group", [1, 2, 4, 8])
+def test_grouped_im2col_computes_the_convolution(stride, group):
+    """Rows of `group` adjacent outputs against the shifted kernel give conv2d's output exactly (float64)."""
+    from xpnn.layers.conv import conv2d_forward
+    from xpnn.layers.fused import grouped_kernel, grouped_windows
+    from xpnn.layers.padding import pads_2d
+    from xpnn.layers.windows import pad_hw
+
+    rng = np.random.default_rng(stride * 10 + group)
+    x, w = rng.standard_normal((2, 11, 8 * stride - 1, 3)), rng.standard_normal((3, 4, 3, 5))
+    expected, _ = conv2d_forward(x, w, None, (stride, stride), "same")
+    out_hw = expected.shape[1:3]
+    assert out_hw[1] % group == 0
+    x_pad = pad_hw(x, pads_2d(x.shape[1:3], (3, 4), (stride, stride), "same"))
+    span = (group - 1) * stride + 4
+    rows = grouped_windows(x_pad, (3, span), (stride, stride), out_hw, group).reshape(-1, 3 * span * 3)
+    got = (rows @ grouped_kernel(w, group, stride)).reshape(expected.shape)
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
