@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import os
 import sys
+import time
 import traceback
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -133,6 +134,7 @@ class DataParallel(Callback):
             "xpnn.distributed: aborting all ranks (MPI_Abort).\n"
         )
         sys.stderr.flush()
+        time.sleep(ABORT_GRACE)  # let the launcher forward this message before MPI_Abort tears the job down
         self.mpi.abort(1)
         os._exit(1)  # MPI_Abort may return before the launcher kills this process; never run on
 
@@ -206,6 +208,9 @@ class DataParallel(Callback):
                     stacklevel=2,
                 )
             self.sync_from_root(model, state)
+
+
+ABORT_GRACE = 1.0  # seconds; without it the launcher sometimes dropped the failing rank's last words
 
 
 class AgreeOnStop(Callback):
