@@ -77,23 +77,81 @@ def test_other_patterns_run_layer_by_layer(layers):
 
 
 @pytest.mark.parametrize("stride", [1, 2, 3])
-@pytest.mark.parametrize("group", [1, 2, 4, 8])
-def test_grouped_im2col_computes_the_convolution(stride, group):
+@pytest.mark.parametrize("block", [(1, 1), (1, 2), (1, 4), (1, 8), (3, 1), (3, 2), (3, 8)])
+def test_grouped_im2col_computes_the_convolution(stride, block):
     """Window-ordered rows of `group` adjacent outputs against the shifted kernel give conv2d's output (float64)."""
     from xpnn.layers.conv import conv2d_forward
     from xpnn.layers.fused import grouped_kernel, grouped_runs
     from xpnn.layers.padding import pads_2d
     from xpnn.layers.windows import pad_hw
 
-    rng = np.random.default_rng(stride * 10 + group)
+    rng = np.random.default_rng(stride * 100 + block[0] * 10 + block[1])
     x, w = rng.standard_normal((2, 6 * stride, 16 * stride, 3)), rng.standard_normal((3, 4, 3, 5))
     conv = Conv2D(5, (3, 4), strides=stride, padding="same")
     expected, _ = conv2d_forward(x, w, None, (stride, stride), "same")
     assert expected.shape[1:3] == (6, 16)
     ph, pw = 3, 8  # pool windows tile the 6x16 output: 2x2 of them
     x_pad = pad_hw(x, pads_2d(x.shape[1:3], (3, 4), (stride, stride), "same"))
-    runs = grouped_runs(x_pad, conv, (ph, pw), (2, 2), group)
-    out = np.ascontiguousarray(runs).reshape(-1, runs.shape[-2] * runs.shape[-1]) @ grouped_kernel(w, group, stride)
-    # rows (n, i, j, window row, group), columns (channel, output in group) -> NHWC
-    got = out.reshape(2, 2, 2, ph, pw // group, 5, group).transpose(0, 1, 3, 2, 4, 6, 5).reshape(expected.shape)
+    (bh, bw), s = block, (stride, stride)
+    runs = grouped_runs(x_pad, conv, (ph, pw), (2, 2), block)
+    out = np.ascontiguousarray(runs).reshape(-1, runs.shape[-2] * runs.shape[-1]) @ grouped_kernel(w, block, s)
+    # rows (n, i, j, block row, block column), columns (channel, a, b) -> NHWC
+    got = out.reshape(2, 2, 2, ph // bh, pw // bw, 5, bh, bw).transpose(0, 1, 3, 6, 2, 4, 7, 5).reshape(expected.shape)
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_results_do_not_depend_on_the_number_of_cpu_threads(monkeypatch):
+    """Chunks are fixed by size, so 1 or 3 worker threads give bit-identical outputs and gradients."""
+    monkeypatch.setattr(fused, "CHUNK_BYTES", 1 << 16)  # many chunks per batch, forward and backward
+    rng = np.random.default_rng(5)
+    x, y = rng.random((9, 64, 64, 3)), rng.integers(0, 6, 9)
+    passes = []
+    for threads in ("1", "3"):
+        monkeypatch.setenv("XPNN_CPU_THREADS", threads)
+        passes.append(both_paths(reference_model("float32", seed=6), x, y)[0])
+    one, three = passes
+    assert np.array_equal(one.logits, three.logits)
+    assert all(np.array_equal(a, b) for a, b in zip(one.grads, three.grads))
+
+
+def test_run_kernels_equal_plain_copy_and_indexing(backend):
+    """copy_runs / gather_runs (whole-run items on NumPy) against xp.copyto and fancy indexing, on strided views."""
+    xp, kernels = backend.xp, backend.kernels
+    x = backend.asarray(np.random.default_rng(0).standard_normal((2, 9, 10, 3)))
+    sn, sh, sw, sc = x.strides
+    view = xp.lib.stride_tricks.as_strided(x, (2, 4, 3, 2, 4 * 3), (sn, 2 * sh, 3 * sw, sh, sc))  # overlapping
+    dst = xp.empty(view.shape, dtype=x.dtype)
+    kernels.copy_runs(dst, view)
+    assert backend.to_host(dst).tolist() == backend.to_host(view).tolist()
+    moved = xp.empty((2, 3, 4, 2, 12), dtype=x.dtype)
+    kernels.copy_runs(moved, view.transpose(0, 2, 1, 3, 4))
+    assert backend.to_host(moved).tolist() == backend.to_host(view.transpose(0, 2, 1, 3, 4)).tolist()
+    index = (backend.asarray(np.array([[1], [0]])), backend.asarray(np.array([[3, 0, 2]])))
+    got = kernels.gather_runs(view, index)
+    assert got.shape == (2, 3, 3, 2, 12)
+    assert backend.to_host(got).tolist() == backend.to_host(view[index]).tolist()
+
+
+def test_cpu_threads_setting_is_checked(monkeypatch):
+    from xpnn.cpu_threads import cpu_workers
+
+    monkeypatch.setenv("XPNN_CPU_THREADS", "two")
+    with pytest.raises(ValueError, match="XPNN_CPU_THREADS must be a positive integer; received 'two'"):
+        cpu_workers()
+    monkeypatch.setenv("XPNN_CPU_THREADS", "4")
+    assert cpu_workers() == 4
+
+
+def test_a_failing_chunk_raises_in_the_caller():
+    from xpnn.cpu_threads import map_chunks
+
+    done = []
+
+    def run_chunk(start, stop, worker):
+        if start == 3:
+            raise RuntimeError("chunk 3 failed")
+        done.append(start)
+
+    with pytest.raises(RuntimeError, match="chunk 3 failed"):
+        map_chunks(run_chunk, 8, 1, workers=2)
+    assert sorted(done) == [0, 1, 2, 4, 6]  # worker 1 (chunks 1, 3, 5, 7) stops at its failure; worker 0 finishes

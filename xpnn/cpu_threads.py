@@ -59,7 +59,8 @@ def map_chunks(run_chunk: Callable[[int, int, int], None], n: int, chunk: int, w
     """Call run_chunk(start, stop, worker) for each chunk of range(n), spread over `workers` threads.
 
     Worker w takes chunks w, w + workers, ...; each may keep its own scratch buffers by worker index.
-    With one worker (or one chunk) everything runs here, with BLAS as configured.
+    The calling thread is worker 0. With one worker (or one chunk) everything runs here, with BLAS as
+    configured; an exception in any worker is raised here once all have stopped.
     """
     starts = list(range(0, n, chunk))
     workers = min(workers, len(starts))
@@ -73,5 +74,9 @@ def map_chunks(run_chunk: Callable[[int, int, int], None], n: int, chunk: int, w
             run_chunk(start, min(n, start + chunk), worker)
 
     with _blas().limit(limits=1):
-        for future in [_executor(workers).submit(work, w) for w in range(workers)]:
-            future.result()
+        futures = [_executor(workers - 1).submit(work, w) for w in range(1, workers)]
+        try:
+            work(0)  # this thread is worker 0: one thread fewer to wake
+        finally:
+            for future in futures:
+                future.result()

@@ -30,7 +30,7 @@ def copy_runs(dst: np.ndarray, src: np.ndarray) -> None:
 
 def gather_runs(src: np.ndarray, index: tuple[np.ndarray, ...]) -> np.ndarray:
     """src[index] for integer index arrays over the leading axes, each contiguous last-axis run moved as one item."""
-    items = _runs_as_items(src)[index]
+    items = np.ascontiguousarray(_runs_as_items(src)[index])  # indexing may lay the result out in another order
     return items.view(src.dtype).reshape(*items.shape, src.shape[-1])
 
 

@@ -29,45 +29,50 @@ GPU_CHUNK_BYTES = 1 << 30  # CuPy: few, large GEMMs (each chunk costs ~8 kernel 
 
 
 def grouped_runs(
-    x_pad: Array, conv: Conv2D, pool_hw: tuple[int, int], out_hw: tuple[int, int], group: int
+    x_pad: Array, conv: Conv2D, pool_hw: tuple[int, int], out_hw: tuple[int, int], block: tuple[int, int]
 ) -> Array:
-    """A (n, out_h, out_w, ph, pw/group, fh, span·cin) view: the im2col rows of `group` adjacent conv outputs.
+    """A (n, out_h, out_w, ph/bh, pw/bw, rows, span·cin) view: the im2col rows of bh×bw blocks of conv outputs.
 
-    Rows come window by window (pool cell (i, j), then its rows and groups in row-major order), so each
-    pool window's conv outputs land in adjacent GEMM rows. One row is fh runs of span·cin contiguous values,
-    span = (group − 1)·stride_w + fw: `group` times fewer rows than plain im2col, each a wider, better-shaped
-    GEMM row against `grouped_kernel`, and runs long enough to copy as whole items.
+    Rows come window by window (pool cell (i, j), then its blocks in row-major order), so each pool
+    window's conv outputs land in adjacent GEMM rows. One row is the (bh − 1)·stride_h + fh input rows
+    under a block, each a run of span·cin contiguous values, span = (bw − 1)·stride_w + fw: bh·bw times
+    fewer rows than plain im2col, each a wider, better-shaped GEMM row against `grouped_kernel`, with
+    runs long enough to copy as whole items.
     """
     xp = get_backend().xp
     sn, sh, sw, sc = x_pad.strides
-    (st_h, st_w), (fh, fw), (ph, pw) = conv.strides, conv.kernel_size, pool_hw
-    span = (group - 1) * st_w + fw
-    shape = (x_pad.shape[0], *out_hw, ph, pw // group, fh, span * x_pad.shape[3])
-    strides = (sn, sh * st_h * ph, sw * st_w * pw, sh * st_h, sw * st_w * group, sh, sc)
+    (st_h, st_w), (fh, fw), (ph, pw), (bh, bw) = conv.strides, conv.kernel_size, pool_hw, block
+    rows, span = (bh - 1) * st_h + fh, (bw - 1) * st_w + fw
+    shape = (x_pad.shape[0], *out_hw, ph // bh, pw // bw, rows, span * x_pad.shape[3])
+    strides = (sn, sh * st_h * ph, sw * st_w * pw, sh * st_h * bh, sw * st_w * bw, sh, sc)
     return xp.lib.stride_tricks.as_strided(x_pad, shape, strides)
 
 
-def grouped_kernel(w: Array, group: int, stride_w: int) -> Array:
-    """The (fh·span·cin, cout·group) matrix that maps a `grouped_runs` row to `group` adjacent outputs.
+def grouped_kernel(w: Array, block: tuple[int, int], strides: tuple[int, int]) -> Array:
+    """The (rows·span·cin, cout·bh·bw) matrix that maps a `grouped_runs` row to its bh×bw block of outputs.
 
-    Column (c, p) is channel c of the group's output p, which sees the kernel shifted by p·stride_w columns;
-    the other cells are zeros, which add exact zeros to every sum.
+    Column (c, a, b) is channel c of the block's output (a, b), which sees the kernel shifted by
+    (a·stride_h, b·stride_w); the other cells are zeros, which add exact zeros to every sum.
     """
     xp = get_backend().xp
     fh, fw, cin, cout = w.shape
-    span = (group - 1) * stride_w + fw
-    wide = xp.zeros((fh, span, cin, cout, group), dtype=w.dtype)
-    for p in range(group):
-        wide[:, p * stride_w : p * stride_w + fw, :, :, p] = w
-    return wide.reshape(fh * span * cin, cout * group)
+    (bh, bw), (st_h, st_w) = block, strides
+    rows, span = (bh - 1) * st_h + fh, (bw - 1) * st_w + fw
+    wide = xp.zeros((rows, span, cin, cout, bh, bw), dtype=w.dtype)
+    for a in range(bh):
+        for b in range(bw):
+            wide[a * st_h : a * st_h + fh, b * st_w : b * st_w + fw, :, :, a, b] = w
+    return wide.reshape(rows * span * cin, cout * bh * bw)
 
 
-def output_group(pool_w: int, cout: int) -> int:
-    """Conv outputs per GEMM row: a divisor of the pool width, up to 8 while group·cout ≤ 64.
+def output_block(pool_hw: tuple[int, int], cout: int) -> tuple[int, int]:
+    """Conv outputs per GEMM row: one row of up to 4 that divides the pool width, while 4·cout ≤ 64.
 
-    Wider groups waste more multiplications on the zeros of the shifted kernel than the shorter copy saves.
+    Measured on the reference net (benchmarks/bench_cpu.py, 2 cores): 1×4 beat 1×8, 2×4, 2×2 and 4×2 for
+    the 8-channel conv (fewer multiplications by the shifted kernel's zeros than 1×8, longer runs than 2×2);
+    1×2 beat 1×1 and 2×2 for 32 channels, 1×1 was best for 64.
     """
-    return next(g for g in (8, 4, 2, 1) if pool_w % g == 0 and (g * cout <= 64 or g == 1))
+    return 1, next(g for g in (4, 2, 1) if pool_hw[1] % g == 0 and (g * cout <= 64 or g == 1))
 
 
 class Single:
@@ -136,14 +141,13 @@ class ConvReluPool:
         out_h, out_w = conv_hw[0] // ph, conv_hw[1] // pw
         pads = pads_2d((h, wd), (fh, fw), conv.strides, conv.padding)
         x_pad = xp.ascontiguousarray(pad_hw(x, pads))  # NHWC, kept for the backward's patch gather
-        group = output_group(pw, cout)
-        q = pw // group
-        k = fh * ((group - 1) * conv.strides[1] + fw) * cin
-        rows_per_image = conv_hw[0] * conv_hw[1] // group
+        bh, bw = output_block((ph, pw), cout)
+        k = ((bh - 1) * conv.strides[0] + fh) * ((bw - 1) * conv.strides[1] + fw) * cin
+        rows_per_image = conv_hw[0] * conv_hw[1] // (bh * bw)
         budget = CHUNK_BYTES if backend.name == "numpy" else GPU_CHUNK_BYTES
         chunk = max(1, min(n, budget // (rows_per_image * k * x.dtype.itemsize)))
-        runs = grouped_runs(x_pad, conv, (ph, pw), (out_h, out_w), group)
-        w_group = grouped_kernel(w, group, conv.strides[1])
+        runs = grouped_runs(x_pad, conv, (ph, pw), (out_h, out_w), (bh, bw))
+        w_group = grouped_kernel(w, (bh, bw), conv.strides)
         pooled = xp.empty((n, out_h, out_w, cout), dtype=x.dtype)
         argmax = xp.empty((n, out_h, out_w, cout), dtype=xp.intp)
 
@@ -151,13 +155,13 @@ class ConvReluPool:
             m = stop - start
             cols = self._buffer(f"_cols_{worker}", (chunk * rows_per_image, k), x.dtype)[: m * rows_per_image]
             kernels.copy_runs(cols.reshape(runs[start:stop].shape), runs[start:stop])
-            out = cols @ w_group  # rows (image, i, j, window row, group), columns (channel, output in group)
-            # each (image, i, j, channel)'s window cells in row-major order, moved in runs of `group`
+            out = cols @ w_group  # rows (image, i, j, block row, block column), columns (channel, a, b)
+            # each (image, i, j, channel)'s window cells in row-major order, moved in runs of bw
             cells = self._buffer(f"_cells_{worker}", (chunk * out_h * out_w * cout, ph * pw), x.dtype)
             cells = cells[: m * out_h * out_w * cout]
             kernels.copy_runs(
-                cells.reshape(m, out_h, out_w, cout, ph, q, group),
-                out.reshape(m, out_h, out_w, ph, q, cout, group).transpose(0, 1, 2, 5, 3, 4, 6),
+                cells.reshape(m, out_h, out_w, cout, ph // bh, bh, pw // bw, bw),
+                out.reshape(m, out_h, out_w, ph // bh, pw // bw, cout, bh, bw).transpose(0, 1, 2, 5, 3, 6, 4, 7),
             )
             arg = cells.argmax(axis=1)  # the first maximum, as TF's max pool gradient picks it
             argmax[start:stop] = arg.reshape(m, out_h, out_w, cout)
