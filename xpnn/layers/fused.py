@@ -21,7 +21,6 @@ from xpnn.layers.base import Layer
 from xpnn.layers.conv import Conv2D, conv2d_input_grad
 from xpnn.layers.padding import output_size, pads_2d
 from xpnn.layers.pool import MaxPool2D
-from xpnn.layers.windows import pad_hw
 from xpnn.types import Array
 
 CHUNK_BYTES = 9 << 18  # CPU: im2col rows per GEMM, small enough to stay in cache (2.25 MB)
@@ -91,7 +90,7 @@ class Single:
 
 @dataclass(frozen=True)
 class ConvReluPoolCache:
-    x_pad: Array  # (n, in_h + pads, in_w + pads, cin), the conv's padded input
+    x: Array  # (n, in_h, in_w, cin), the conv's input (padded again chunk by chunk in the backward)
     pads: tuple[tuple[int, int], tuple[int, int]]
     pooled: Array  # (n, out_h, out_w, cout): window maxima of conv + bias, before the ReLU
     argmax: Array  # (n, out_h, out_w, cout): winner's row-major index in its window
@@ -118,12 +117,28 @@ class ConvReluPool:
         return pads == ((0, 0), (0, 0)) and out_h * pool.pool_size[0] == h and out_w * pool.pool_size[1] == w
 
     def _buffer(self, name: str, shape: tuple[int, ...], dtype) -> Array:
-        """A scratch buffer kept on the conv layer between calls (fresh pages cost more than the copy)."""
+        """A scratch buffer kept on the conv layer between calls (fresh pages cost more than the copy).
+
+        New buffers start as zeros, so a padding buffer whose interior alone is ever written keeps zero borders.
+        """
         conv = self.layers[0]
         buf = getattr(conv, name, None)
         if buf is None or buf.shape != shape or buf.dtype != dtype or not get_backend().is_array(buf):
-            buf = get_backend().xp.empty(shape, dtype=dtype)
+            buf = get_backend().xp.zeros(shape, dtype=dtype)
             setattr(conv, name, buf)
+        return buf
+
+    def _padded(self, x: Array, start: int, stop: int, pads, capacity: int, name: str) -> Array:
+        """x[start:stop] with the conv's zero padding, in a reused per-worker buffer of `capacity` images.
+
+        Padding chunk by chunk keeps the padded images in cache and never allocates a padded copy of the batch.
+        """
+        (top, bottom), (left, right) = pads
+        _, h, w, c = x.shape
+        if top == bottom == left == right == 0:
+            return get_backend().xp.ascontiguousarray(x[start:stop])
+        buf = self._buffer(name, (capacity, top + h + bottom, left + w + right, c), x.dtype)[: stop - start]
+        buf[:, top : top + h, left : left + w] = x[start:stop]
         return buf
 
     def forward(self, x: Array) -> tuple[Array, ConvReluPoolCache]:
@@ -140,21 +155,21 @@ class ConvReluPool:
         )
         out_h, out_w = conv_hw[0] // ph, conv_hw[1] // pw
         pads = pads_2d((h, wd), (fh, fw), conv.strides, conv.padding)
-        x_pad = xp.ascontiguousarray(pad_hw(x, pads))  # NHWC, kept for the backward's patch gather
         bh, bw = output_block((ph, pw), cout)
         k = ((bh - 1) * conv.strides[0] + fh) * ((bw - 1) * conv.strides[1] + fw) * cin
         rows_per_image = conv_hw[0] * conv_hw[1] // (bh * bw)
         budget = CHUNK_BYTES if backend.name == "numpy" else GPU_CHUNK_BYTES
         chunk = max(1, min(n, budget // (rows_per_image * k * x.dtype.itemsize)))
-        runs = grouped_runs(x_pad, conv, (ph, pw), (out_h, out_w), (bh, bw))
         w_group = grouped_kernel(w, (bh, bw), conv.strides)
         pooled = xp.empty((n, out_h, out_w, cout), dtype=x.dtype)
         argmax = xp.empty((n, out_h, out_w, cout), dtype=xp.intp)
 
         def run_chunk(start: int, stop: int, worker: int) -> None:
             m = stop - start
+            x_pad = self._padded(x, start, stop, pads, chunk, f"_pad_{worker}")
+            runs = grouped_runs(x_pad, conv, (ph, pw), (out_h, out_w), (bh, bw))
             cols = self._buffer(f"_cols_{worker}", (chunk * rows_per_image, k), x.dtype)[: m * rows_per_image]
-            kernels.copy_runs(cols.reshape(runs[start:stop].shape), runs[start:stop])
+            kernels.copy_runs(cols.reshape(runs.shape), runs)
             out = cols @ w_group  # rows (image, i, j, block row, block column), columns (channel, a, b)
             # each (image, i, j, channel)'s window cells in row-major order, moved in runs of bw
             cells = self._buffer(f"_cells_{worker}", (chunk * out_h * out_w * cout, ph * pw), x.dtype)
@@ -172,7 +187,7 @@ class ConvReluPool:
         map_chunks(run_chunk, n, chunk, cpu_workers() if backend.name == "numpy" else 1)
         if b is not None:  # max(a + b) = max(a) + b exactly (rounding is monotonic), on 1/(ph·pw) of the values
             pooled += b
-        return xp.maximum(pooled, 0.0), ConvReluPoolCache(x_pad, pads, pooled, argmax, conv_hw)
+        return xp.maximum(pooled, 0.0), ConvReluPoolCache(x, pads, pooled, argmax, conv_hw)
 
     def backward(self, dout: Array, cache: ConvReluPoolCache, need_dx: bool = True):
         backend = get_backend()
@@ -187,19 +202,23 @@ class ConvReluPool:
         rows = xp.arange(out_h).reshape(1, out_h, 1, 1) * ph + cache.argmax // pw
         cols = xp.arange(out_w).reshape(1, 1, out_w, 1) * pw + cache.argmax % pw
         images = xp.arange(n).reshape(n, 1, 1, 1)
-        x_pad = cache.x_pad
-        sn, sh, sw, sc = x_pad.strides
-        patch_rows = xp.lib.stride_tricks.as_strided(  # (n, conv_h, conv_w, fh, fw·cin): each window's rows
-            x_pad, (n, *cache.conv_hw, fh, fw * cin), (sn, sh * conv.strides[0], sw * conv.strides[1], sh, sc)
-        )
         k = fh * fw * cin
         budget = CHUNK_BYTES // 4 if backend.name == "numpy" else GPU_CHUNK_BYTES  # gathered patches per chunk
         chunk = max(1, min(n, budget // (out_h * out_w * cout * k * dout.dtype.itemsize)))
         partial_dw = [None] * -(-n // chunk)
 
         def run_chunk(start: int, stop: int, worker: int) -> None:
+            x_pad = self._padded(cache.x, start, stop, cache.pads, chunk, f"_pad_back_{worker}")
+            sn, sh, sw, sc = x_pad.strides
+            patch_rows = xp.lib.stride_tricks.as_strided(  # (images, conv_h, conv_w, fh, fw·cin): each window's rows
+                x_pad,
+                (stop - start, *cache.conv_hw, fh, fw * cin),
+                (sn, sh * conv.strides[0], sw * conv.strides[1], sh, sc),
+            )
             # each winner's patch rows (images, out_h, out_w, cout, fh, fw·cin), then Σ patch · gradient per channel
-            patches = backend.kernels.gather_runs(patch_rows, (images[start:stop], rows[start:stop], cols[start:stop]))
+            patches = backend.kernels.gather_runs(
+                patch_rows, (images[: stop - start], rows[start:stop], cols[start:stop])
+            )
             m = (stop - start) * out_h * out_w
             grad = g[start:stop].reshape(m, cout)
             partial_dw[start // chunk] = xp.einsum("mck,mc->kc", patches.reshape(m, cout, k), grad)
@@ -217,7 +236,9 @@ class ConvReluPool:
             dconv = xp.zeros((n, *cache.conv_hw, cout), dtype=dout.dtype)
             channels = xp.arange(cout).reshape(1, 1, 1, cout)
             dconv[images, rows, cols, channels] = g
-            dx = conv2d_input_grad(dconv, w, cache.x_pad.shape, cache.pads, conv.strides)
+            (top, bottom), (left, right) = cache.pads
+            padded_shape = (n, cache.x.shape[1] + top + bottom, cache.x.shape[2] + left + right, cin)
+            dx = conv2d_input_grad(dconv, w, padded_shape, cache.pads, conv.strides)
         return dx, [grads, {}, {}]
 
 
