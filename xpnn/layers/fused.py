@@ -24,6 +24,7 @@ from xpnn.layers.pool import MaxPool2D
 from xpnn.types import Array
 
 CHUNK_BYTES = 9 << 18  # CPU: im2col rows per GEMM, small enough to stay in cache (2.25 MB)
+CHUNK_IMAGES = 16  # CPU: at most this many images per chunk, so small layers still feed every worker
 GPU_CHUNK_BYTES = 1 << 30  # CuPy: few, large GEMMs (each chunk costs ~8 kernel launches)
 
 
@@ -158,8 +159,8 @@ class ConvReluPool:
         bh, bw = output_block((ph, pw), cout)
         k = ((bh - 1) * conv.strides[0] + fh) * ((bw - 1) * conv.strides[1] + fw) * cin
         rows_per_image = conv_hw[0] * conv_hw[1] // (bh * bw)
-        budget = CHUNK_BYTES if backend.name == "numpy" else GPU_CHUNK_BYTES
-        chunk = max(1, min(n, budget // (rows_per_image * k * x.dtype.itemsize)))
+        budget, cap = (CHUNK_BYTES, CHUNK_IMAGES) if backend.name == "numpy" else (GPU_CHUNK_BYTES, n)
+        chunk = max(1, min(n, cap, budget // (rows_per_image * k * x.dtype.itemsize)))
         w_group = grouped_kernel(w, (bh, bw), conv.strides)
         pooled = xp.empty((n, out_h, out_w, cout), dtype=x.dtype)
         argmax = xp.empty((n, out_h, out_w, cout), dtype=xp.intp)
@@ -170,7 +171,9 @@ class ConvReluPool:
             runs = grouped_runs(x_pad, conv, (ph, pw), (out_h, out_w), (bh, bw))
             cols = self._buffer(f"_cols_{worker}", (chunk * rows_per_image, k), x.dtype)[: m * rows_per_image]
             kernels.copy_runs(cols.reshape(runs.shape), runs)
-            out = cols @ w_group  # rows (image, i, j, block row, block column), columns (channel, a, b)
+            out = self._buffer(f"_out_{worker}", (chunk * rows_per_image, w_group.shape[1]), x.dtype)
+            # rows (image, i, j, block row, block column), columns (channel, a, b)
+            out = xp.matmul(cols, w_group, out=out[: m * rows_per_image])
             # each (image, i, j, channel)'s window cells in row-major order, moved in runs of bw
             cells = self._buffer(f"_cells_{worker}", (chunk * out_h * out_w * cout, ph * pw), x.dtype)
             cells = cells[: m * out_h * out_w * cout]
@@ -203,8 +206,9 @@ class ConvReluPool:
         cols = xp.arange(out_w).reshape(1, 1, out_w, 1) * pw + cache.argmax % pw
         images = xp.arange(n).reshape(n, 1, 1, 1)
         k = fh * fw * cin
-        budget = CHUNK_BYTES // 4 if backend.name == "numpy" else GPU_CHUNK_BYTES  # gathered patches per chunk
-        chunk = max(1, min(n, budget // (out_h * out_w * cout * k * dout.dtype.itemsize)))
+        # gathered patches per chunk
+        budget, cap = (CHUNK_BYTES // 4, CHUNK_IMAGES) if backend.name == "numpy" else (GPU_CHUNK_BYTES, n)
+        chunk = max(1, min(n, cap, budget // (out_h * out_w * cout * k * dout.dtype.itemsize)))
         partial_dw = [None] * -(-n // chunk)
 
         def run_chunk(start: int, stop: int, worker: int) -> None:
