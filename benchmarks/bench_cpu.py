@@ -4,8 +4,8 @@
     python benchmarks/bench_cpu.py --signs         # also (e), a whole 25-epoch SIGNS run
 
 Timing: every framework is warmed up, then the frameworks take turns (per round, after a short pause
-and one untimed call, a block of 5 timed calls each, the starting one rotating: steady state, as in a
-training loop), and each reports the median over all its timed calls. Ratios xpnn/peer come from
+and untimed calls for at least WARM_SECONDS, a block of 5 timed calls each, the starting one rotating:
+steady state, as in a training loop), and each reports the median over all its timed calls. Ratios xpnn/peer come from
 the same rounds, so machine noise hits all alike. Peak RSS: each (framework, workload) runs again in
 a fresh subprocess that imports only that framework, resets the kernel's high-water mark
 (`/proc/self/clear_refs` ← 5) once the data is made, and reports VmHWM minus the RSS at that point.
@@ -78,6 +78,10 @@ def workload_data(wl):
 
 
 BLOCK = 5  # timed calls in a row per framework and round: steady state, as in a training loop
+# Untimed calls after each pause, at least 1 and for at least this long. On the 2-core VM of docs/benchmarks.md,
+# xpnn's batch-64 step took ~12 ms for the first 5 calls after a 0.2 s pause and ~8 ms from the 6th on (the
+# host ramps an idle vCPU back up); one untimed call left the whole timed block inside that ramp.
+WARM_SECONDS = 0.1
 
 
 def time_call(fn, *args) -> float:
@@ -113,8 +117,11 @@ def measure(wl, frameworks: list[str], budget: float, min_reps: int, max_reps: i
         order = frameworks[r % len(frameworks) :] + frameworks[: r % len(frameworks)]
         for fw in order:
             time.sleep(gap)  # let the previous framework's spinning worker threads go idle
-            if wl.kind != "signs":
-                runners[fw]()  # one untimed call: training runs step after step, never after a pause
+            if wl.kind != "signs":  # untimed calls: training runs step after step, never right after a pause
+                warm_until = time.perf_counter() + WARM_SECONDS
+                runners[fw]()
+                while time.perf_counter() < warm_until:
+                    runners[fw]()
             times[fw].extend(time_call(runners[fw]) for _ in range(block))
     return times
 
