@@ -87,7 +87,8 @@ def share_cpu_threads(world: World) -> int | None:
     """Give each rank on a node its share of the cores for BLAS, unless the user set a thread count.
 
     N ranks each running a BLAS with all cores oversubscribe the node (on 2 cores, 2 ranks ran 5x
-    slower than with one thread each). Needs threadpoolctl (in the `mpi` extra); returns the count set.
+    slower than with one thread each). xpnn's own CPU worker threads follow the BLAS count
+    (`xpnn.cpu_threads`). Returns the count set.
     """
     if any(os.environ.get(name) for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")):
         return None
