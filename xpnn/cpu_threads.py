@@ -33,13 +33,9 @@ def cpu_workers() -> int:
     """Worker threads for chunked loops: XPNN_CPU_THREADS, else the BLAS thread count (1 if unknown)."""
     override = os.environ.get("XPNN_CPU_THREADS", "").strip()
     if override:
-        try:
-            count = int(override)
-        except ValueError:
-            raise ValueError(f"XPNN_CPU_THREADS must be a positive integer; received {override!r}.") from None
-        if count < 1:
+        if not override.isdigit() or int(override) < 1:
             raise ValueError(f"XPNN_CPU_THREADS must be a positive integer; received {override!r}.")
-        return count
+        return int(override)
     infos = _blas().info()
     return max([info["num_threads"] for info in infos] or [1])
 

@@ -21,11 +21,19 @@ from xpnn.layers.base import Layer
 from xpnn.layers.conv import Conv2D, conv2d_input_grad
 from xpnn.layers.padding import output_size, pads_2d
 from xpnn.layers.pool import MaxPool2D
+from xpnn.layers.windows import window_view
 from xpnn.types import Array
 
 CHUNK_BYTES = 9 << 18  # CPU: im2col rows per GEMM, small enough to stay in cache (2.25 MB)
 CHUNK_IMAGES = 16  # CPU: at most this many images per chunk, so small layers still feed every worker
 GPU_CHUNK_BYTES = 1 << 30  # CuPy: few, large GEMMs (each chunk costs ~8 kernel launches)
+
+
+def chunking(n: int, bytes_per_image: int, cpu_budget: int) -> tuple[int, int]:
+    """(images per chunk, worker threads) for a batch of n: cache-sized chunks on the CPU, few large ones on CuPy."""
+    if get_backend().name != "numpy":
+        return max(1, min(n, GPU_CHUNK_BYTES // bytes_per_image)), 1
+    return max(1, min(n, CHUNK_IMAGES, cpu_budget // bytes_per_image)), cpu_workers()
 
 
 def grouped_runs(
@@ -159,8 +167,7 @@ class ConvReluPool:
         bh, bw = output_block((ph, pw), cout)
         k = ((bh - 1) * conv.strides[0] + fh) * ((bw - 1) * conv.strides[1] + fw) * cin
         rows_per_image = conv_hw[0] * conv_hw[1] // (bh * bw)
-        budget, cap = (CHUNK_BYTES, CHUNK_IMAGES) if backend.name == "numpy" else (GPU_CHUNK_BYTES, n)
-        chunk = max(1, min(n, cap, budget // (rows_per_image * k * x.dtype.itemsize)))
+        chunk, workers = chunking(n, rows_per_image * k * x.dtype.itemsize, CHUNK_BYTES)
         w_group = grouped_kernel(w, (bh, bw), conv.strides)
         pooled = xp.empty((n, out_h, out_w, cout), dtype=x.dtype)
         argmax = xp.empty((n, out_h, out_w, cout), dtype=xp.intp)
@@ -187,7 +194,7 @@ class ConvReluPool:
                 m, out_h, out_w, cout
             )
 
-        map_chunks(run_chunk, n, chunk, cpu_workers() if backend.name == "numpy" else 1)
+        map_chunks(run_chunk, n, chunk, workers)
         if b is not None:  # max(a + b) = max(a) + b exactly (rounding is monotonic), on 1/(ph·pw) of the values
             pooled += b
         return xp.maximum(pooled, 0.0), ConvReluPoolCache(x, pads, pooled, argmax, conv_hw)
@@ -206,19 +213,15 @@ class ConvReluPool:
         cols = xp.arange(out_w).reshape(1, 1, out_w, 1) * pw + cache.argmax % pw
         images = xp.arange(n).reshape(n, 1, 1, 1)
         k = fh * fw * cin
-        # gathered patches per chunk
-        budget, cap = (CHUNK_BYTES // 4, CHUNK_IMAGES) if backend.name == "numpy" else (GPU_CHUNK_BYTES, n)
-        chunk = max(1, min(n, cap, budget // (out_h * out_w * cout * k * dout.dtype.itemsize)))
+        chunk, workers = chunking(
+            n, out_h * out_w * cout * k * dout.dtype.itemsize, CHUNK_BYTES // 4
+        )  # gathered patches
         partial_dw = [None] * -(-n // chunk)
 
         def run_chunk(start: int, stop: int, worker: int) -> None:
             x_pad = self._padded(cache.x, start, stop, cache.pads, chunk, f"_pad_back_{worker}")
-            sn, sh, sw, sc = x_pad.strides
-            patch_rows = xp.lib.stride_tricks.as_strided(  # (images, conv_h, conv_w, fh, fw·cin): each window's rows
-                x_pad,
-                (stop - start, *cache.conv_hw, fh, fw * cin),
-                (sn, sh * conv.strides[0], sw * conv.strides[1], sh, sc),
-            )
+            windows = window_view(x_pad, (fh, fw), conv.strides, cache.conv_hw)
+            patch_rows = windows.reshape(*windows.shape[:4], fw * cin)  # a view: each window row is one run
             # each winner's patch rows (images, out_h, out_w, cout, fh, fw·cin), then Σ patch · gradient per channel
             patches = backend.kernels.gather_runs(
                 patch_rows, (images[: stop - start], rows[start:stop], cols[start:stop])
@@ -227,7 +230,7 @@ class ConvReluPool:
             grad = g[start:stop].reshape(m, cout)
             partial_dw[start // chunk] = xp.einsum("mck,mc->kc", patches.reshape(m, cout, k), grad)
 
-        map_chunks(run_chunk, n, chunk, cpu_workers() if backend.name == "numpy" else 1)
+        map_chunks(run_chunk, n, chunk, workers)
         dw = partial_dw[0]
         for part in partial_dw[1:]:  # in chunk order, so the sum does not depend on the number of workers
             dw = dw + part
