@@ -7,6 +7,10 @@ The fused unit computes what the three layers compute, in less memory and time:
   value is positive the ReLU'd max picks the same cell;
 - backward: only each window's winner gets a gradient, so dW gathers one input patch per
   (window, channel) instead of a GEMM over every pixel, and db sums the pooled gradient.
+On the NumPy backend the same steps run in native loops where `xpnn.backends.native` was built
+(`_native_forward`, `_native_backward`): each window's conv outputs are summed in registers and
+reduced to their max on the spot, never written out. The im2col + GEMM path is their twin, and the
+one CuPy runs.
 A plan for `record` runs every layer on its own, so per-layer outputs and gradients stay available.
 """
 
@@ -14,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from xpnn.backends import get_backend
+from xpnn.backends import get_backend, native
 from xpnn.cpu_threads import cpu_workers, map_chunks
 from xpnn.layers.activations import ReLU
 from xpnn.layers.base import Layer
@@ -154,7 +158,7 @@ class ConvReluPool:
         backend = get_backend()
         xp, kernels = backend.xp, backend.kernels
         conv, _, pool = self.layers
-        w, b = conv.params["w"], conv.params.get("b")
+        w = conv.params["w"]
         n, h, wd, cin = x.shape
         fh, fw, _, cout = w.shape
         ph, pw = pool.pool_size
@@ -164,6 +168,9 @@ class ConvReluPool:
         )
         out_h, out_w = conv_hw[0] // ph, conv_hw[1] // pw
         pads = pads_2d((h, wd), (fh, fw), conv.strides, conv.padding)
+        if uses_native(x):
+            pooled, argmax = self._native_forward(x, pads, (out_h, out_w))
+            return self._finish_forward(x, pads, pooled, argmax, conv_hw)
         bh, bw = output_block((ph, pw), cout)
         k = ((bh - 1) * conv.strides[0] + fh) * ((bw - 1) * conv.strides[1] + fw) * cin
         rows_per_image = conv_hw[0] * conv_hw[1] // (bh * bw)
@@ -195,9 +202,31 @@ class ConvReluPool:
             )
 
         map_chunks(run_chunk, n, chunk, workers)
+        return self._finish_forward(x, pads, pooled, argmax, conv_hw)
+
+    def _finish_forward(self, x: Array, pads, pooled: Array, argmax: Array, conv_hw) -> tuple[Array, ConvReluPoolCache]:
+        """Bias and ReLU on the window maxima of conv(x, w)."""
+        b = self.layers[0].params.get("b")
         if b is not None:  # max(a + b) = max(a) + b exactly (rounding is monotonic), on 1/(ph·pw) of the values
             pooled += b
-        return xp.maximum(pooled, 0.0), ConvReluPoolCache(x, pads, pooled, argmax, conv_hw)
+        return get_backend().xp.maximum(pooled, 0.0), ConvReluPoolCache(x, pads, pooled, argmax, conv_hw)
+
+    def _native_forward(self, x: Array, pads, out_hw: tuple[int, int]) -> tuple[Array, Array]:
+        """Window maxima and first arg-maxima of conv(x, w) from native.c, in chunks on every worker."""
+        conv, _, pool = self.layers
+        w = conv.params["w"]
+        n, xp = x.shape[0], get_backend().xp
+        w_lanes = native.kernel_lanes(w)
+        pooled = xp.empty((n, *out_hw, w.shape[3]), dtype=x.dtype)
+        argmax = xp.empty(pooled.shape, dtype=xp.int64)
+        workers = cpu_workers()
+
+        def run_chunk(start: int, stop: int, worker: int) -> None:
+            g = native.geometry((stop - start, *x.shape[1:]), w.shape, pads, conv.strides, pool.pool_size, out_hw)
+            native.conv_relu_pool_forward(x[start:stop], w_lanes, g, pooled[start:stop], argmax[start:stop])
+
+        map_chunks(run_chunk, n, max(1, min(CHUNK_IMAGES, -(-n // workers))), workers)
+        return pooled, argmax
 
     def backward(self, dout: Array, cache: ConvReluPoolCache, need_dx: bool = True):
         backend = get_backend()
@@ -208,6 +237,8 @@ class ConvReluPool:
         ph, pw = pool.pool_size
         n, out_h, out_w, _ = dout.shape
         g = backend.kernels.relu_grad(dout, cache.pooled)  # ReLU's gradient: pooled > 0 ⟺ relu output > 0
+        if uses_native(cache.x):
+            return self._native_backward(g, cache, need_dx)
         # the winning conv-output pixel of each (image, window, channel)
         rows = xp.arange(out_h).reshape(1, out_h, 1, 1) * ph + cache.argmax // pw
         cols = xp.arange(out_w).reshape(1, 1, out_w, 1) * pw + cache.argmax % pw
@@ -234,10 +265,7 @@ class ConvReluPool:
         dw = partial_dw[0]
         for part in partial_dw[1:]:  # in chunk order, so the sum does not depend on the number of workers
             dw = dw + part
-        m = n * out_h * out_w
-        grads = {"w": dw.reshape(w.shape)}
-        if conv.use_bias:
-            grads["b"] = g.reshape(m, cout).sum(axis=0)
+        grads = self._grads(dw.reshape(w.shape), g)
         dx = None
         if need_dx:
             dconv = xp.zeros((n, *cache.conv_hw, cout), dtype=dout.dtype)
@@ -247,6 +275,49 @@ class ConvReluPool:
             padded_shape = (n, cache.x.shape[1] + top + bottom, cache.x.shape[2] + left + right, cin)
             dx = conv2d_input_grad(dconv, w, padded_shape, cache.pads, conv.strides)
         return dx, [grads, {}, {}]
+
+    def _grads(self, dw: Array, g: Array) -> dict[str, Array]:
+        """{"w": dw, "b": Σ g over images and windows} (no "b" for a conv without bias)."""
+        grads = {"w": dw}
+        if self.layers[0].use_bias:
+            grads["b"] = g.reshape(-1, g.shape[3]).sum(axis=0)
+        return grads
+
+    def _native_backward(self, g: Array, cache: ConvReluPoolCache, need_dx: bool):
+        """dW, db and (when needed) dx from native.c; dW sums per fixed-size chunk, then in chunk order."""
+        conv, _, pool = self.layers
+        w = conv.params["w"]
+        x = cache.x
+        n, xp = x.shape[0], get_backend().xp
+        w_rows = native.kernel_rows(w)
+        g = xp.ascontiguousarray(g)
+        dx = xp.empty(x.shape, dtype=x.dtype) if need_dx else None
+        chunk = CHUNK_IMAGES  # fixed: the sum of the chunks' dW does not depend on the number of workers
+        partial_dw = xp.zeros((-(-n // chunk), *w_rows.shape), dtype=x.dtype)
+
+        def run_chunk(start: int, stop: int, worker: int) -> None:
+            shape = (stop - start, *x.shape[1:])
+            geom = native.geometry(shape, w.shape, cache.pads, conv.strides, pool.pool_size, g.shape[1:3])
+            native.conv_relu_pool_backward(
+                x[start:stop],
+                w_rows,
+                geom,
+                cache.argmax[start:stop],
+                g[start:stop],
+                partial_dw[start // chunk],
+                None if dx is None else dx[start:stop],
+            )
+
+        map_chunks(run_chunk, n, chunk, cpu_workers())
+        dw_rows = partial_dw[0]
+        for part in partial_dw[1:]:
+            dw_rows = dw_rows + part
+        return dx, [self._grads(xp.ascontiguousarray(dw_rows.T).reshape(w.shape), g), {}, {}]
+
+
+def uses_native(x: Array) -> bool:
+    """Whether the fused unit runs native.c on `x`: the NumPy backend, float32/64, and the kernels enabled."""
+    return get_backend().name == "numpy" and native.supports(x.dtype) and native.enabled()
 
 
 def plan(layers: list[Layer], fuse: bool = True) -> list:

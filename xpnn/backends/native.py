@@ -1,0 +1,147 @@
+"""The native CPU kernels of the fused conv unit (native.c), loaded with ctypes when they were built.
+
+`pip install` compiles `xpnn.backends._native` where a C compiler is present; the build is optional, and
+without it (or with XPNN_NATIVE=0) the fused unit runs its NumPy twin, the im2col + GEMM path in
+`xpnn/layers/fused.py`. Both compute the same window maxima, arg-maxima and gradients (tests/test_native.py).
+ctypes releases the GIL during each call, so chunks of a batch run on xpnn's worker threads side by side.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import os
+
+import numpy as np
+
+_FIELDS = ("n", "h", "w", "cin", "top", "left", "hp", "wp", "fh", "fw", "cout")
+_FIELDS += ("sh", "sw", "ph", "pw", "out_h", "out_w")
+LANES = {np.dtype(np.float32): 8, np.dtype(np.float64): 4}  # values per 32-byte vector in native.c
+_SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+
+
+class Geometry(ctypes.Structure):
+    """native.c's Geometry: input, padding, kernel, strides, pool window and pooled size, as int64."""
+
+    _fields_ = [(name, ctypes.c_int64) for name in _FIELDS]
+
+
+_library: ctypes.CDLL | None = None
+_load_error: str | None = None
+
+
+def _load() -> ctypes.CDLL | None:
+    global _library, _load_error
+    if _library is None and _load_error is None:
+        spec = importlib.util.find_spec("xpnn.backends._native")
+        if spec is None or not spec.origin:
+            _load_error = "xpnn.backends._native was not built (no C compiler at install time?)"
+            return None
+        try:
+            lib = ctypes.CDLL(spec.origin)
+        except OSError as exc:
+            _load_error = f"could not load {spec.origin}: {exc}"
+            return None
+        pointer, geometry = ctypes.c_void_p, ctypes.POINTER(Geometry)
+        for suffix in _SUFFIX.values():
+            forward = getattr(lib, f"conv_relu_pool_forward_{suffix}")
+            forward.argtypes = [pointer, pointer, geometry, pointer, pointer]
+            forward.restype = ctypes.c_int
+            backward = getattr(lib, f"conv_relu_pool_backward_{suffix}")
+            backward.argtypes = [pointer, pointer, geometry, pointer, pointer, pointer, pointer]
+            backward.restype = ctypes.c_int
+        _library = lib
+    return _library
+
+
+def built() -> bool:
+    """Whether the native library was built and loads (whatever XPNN_NATIVE says)."""
+    return _load() is not None
+
+
+def status() -> str:
+    """One line for reports: on, off (XPNN_NATIVE=0) or why it is missing."""
+    if not built():
+        return f"missing: {_load_error}"
+    return "on" if enabled() else "off (XPNN_NATIVE=0)"
+
+
+def enabled() -> bool:
+    """Whether the fused unit should call the native kernels: built, and not switched off by XPNN_NATIVE=0."""
+    flag = os.environ.get("XPNN_NATIVE", "1").strip()
+    if flag not in ("0", "1"):
+        raise ValueError(f"XPNN_NATIVE must be 0 (NumPy twin) or 1 (native kernels when built); received {flag!r}.")
+    return flag == "1" and built()
+
+
+def supports(dtype: np.dtype) -> bool:
+    """Whether the native kernels take arrays of this dtype (float32 and float64)."""
+    return np.dtype(dtype) in _SUFFIX
+
+
+def geometry(x_shape, w_shape, pads, strides, pool, pooled_hw) -> Geometry:
+    """The Geometry of one call on images of `x_shape`, kernel `w_shape`, TF pads, conv strides and pool window."""
+    n, h, w, cin = x_shape
+    fh, fw, _, cout = w_shape
+    (top, bottom), (left, right) = pads
+    return Geometry(
+        n, h, w, cin, top, left, h + top + bottom, w + left + right, fh, fw, cout, *strides, *pool, *pooled_hw
+    )
+
+
+def _address(a: np.ndarray) -> int:
+    if not a.flags.c_contiguous:
+        raise ValueError("native kernels need C-contiguous arrays")  # the fused unit always passes them so
+    return a.ctypes.data
+
+
+def _check(code: int, what: str) -> None:
+    if code != 0:
+        raise MemoryError(f"native {what}: out of memory for one padded image")
+
+
+def kernel_lanes(w: np.ndarray) -> np.ndarray:
+    """The (fh, fw, cin, cout) kernel with cout padded by zeros to whole vectors, as the forward reads it."""
+    lanes = LANES[w.dtype]
+    cout = w.shape[3]
+    padded = np.zeros((*w.shape[:3], -(-cout // lanes) * lanes), dtype=w.dtype)
+    padded[..., :cout] = w
+    return padded
+
+
+def kernel_rows(w: np.ndarray) -> np.ndarray:
+    """The kernel as (cout, fh·fw·cin), each output channel's weights contiguous, as the backward reads it."""
+    return np.ascontiguousarray(w.reshape(-1, w.shape[3]).T)
+
+
+def conv_relu_pool_forward(
+    x: np.ndarray, w_lanes: np.ndarray, g: Geometry, pooled: np.ndarray, argmax: np.ndarray
+) -> None:
+    """Fill pooled (n, out_h, out_w, cout) with each window's conv max (no bias) and argmax with its first cell."""
+    lib = _load()
+    fn = getattr(lib, f"conv_relu_pool_forward_{_SUFFIX[x.dtype]}")
+    _check(fn(_address(x), _address(w_lanes), ctypes.byref(g), _address(pooled), _address(argmax)), "forward")
+
+
+def conv_relu_pool_backward(
+    x: np.ndarray,
+    w_rows: np.ndarray,
+    g: Geometry,
+    argmax: np.ndarray,
+    grad: np.ndarray,
+    dw_rows: np.ndarray,
+    dx: np.ndarray | None,
+) -> None:
+    """Add each winner's patch · gradient into dw_rows (cout, fh·fw·cin); with dx, write the input gradient."""
+    lib = _load()
+    fn = getattr(lib, f"conv_relu_pool_backward_{_SUFFIX[x.dtype]}")
+    code = fn(
+        _address(x),
+        _address(w_rows),
+        ctypes.byref(g),
+        _address(argmax),
+        _address(grad),
+        _address(dw_rows),
+        None if dx is None else _address(dx),
+    )
+    _check(code, "backward")
