@@ -7,9 +7,19 @@ import pytest
 
 import xpnn
 from xpnn import AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sequential, get_loss
+from xpnn.backends import native
 from xpnn.layers import fused
 from xpnn.layers.fused import ConvReluPool, Single, plan
 from xpnn.reference import reference_model
+
+
+@pytest.fixture(autouse=True, params=["numpy-twin", "native"])
+def fused_kernels(request, monkeypatch):
+    """Every test here runs on the im2col + GEMM twin and on native.c (where it was built)."""
+    if request.param == "native" and not native.built():
+        pytest.skip(f"native kernels {native.status()}")
+    monkeypatch.setenv("XPNN_NATIVE", "1" if request.param == "native" else "0")
+    return request.param
 
 
 def both_paths(model, x, y):

@@ -1,0 +1,130 @@
+"""native.c against its NumPy twin (the fused unit's im2col + GEMM path), unit by unit."""
+
+from __future__ import annotations
+
+import shutil
+import sysconfig
+
+import numpy as np
+import pytest
+
+import xpnn
+from xpnn import Conv2D, MaxPool2D, ReLU, Sequential
+from xpnn.backends import native
+from xpnn.layers.fused import ConvReluPool, uses_native
+
+needs_native = pytest.mark.skipif(not native.built(), reason=f"native kernels {native.status()}")
+
+
+@pytest.fixture(autouse=True)
+def numpy_backend():
+    return xpnn.set_backend("numpy")
+
+
+def unit(input_shape, filters, kernel, strides, padding, pool, dtype, seed=0):
+    """A built ConvReluPool over random weights and a non-zero bias."""
+    model = Sequential(
+        [Conv2D(filters, kernel, strides=strides, padding=padding), ReLU(), MaxPool2D(pool)], dtype=dtype
+    ).build(input_shape, seed=seed)
+    conv = model.layers[0]
+    conv.params["b"][...] = np.random.default_rng(seed).standard_normal(filters) * 0.1
+    assert ConvReluPool.applies(*model.layers)
+    return ConvReluPool(*model.layers)
+
+
+def run(u, x, dout, flag, monkeypatch, need_dx=True):
+    monkeypatch.setenv("XPNN_NATIVE", flag)
+    assert uses_native(x) == (flag == "1")
+    out, cache = u.forward(x)
+    dx, grads = u.backward(dout, cache, need_dx=need_dx)
+    return out, cache.argmax, dx, grads[0]
+
+
+GEOMETRIES = [
+    # input (h, w, cin), filters, kernel, strides, padding, pool
+    ((64, 64, 3), 8, 4, 1, "same", 8),  # the reference network's first unit
+    ((8, 8, 8), 16, 2, 1, "same", 4),  # and its second
+    ((12, 18, 2), 5, (3, 4), 2, "same", (2, 3)),  # cout not a whole vector, pool width not a multiple of 4
+    ((17, 17, 4), 12, 3, 3, "same", (3, 2)),  # stride 3, 12 channels = 3 float64 vectors
+    ((13, 14, 3), 9, (2, 3), 1, "valid", (4, 6)),  # VALID, a window row of 4 + 2 cells
+    ((10, 10, 1), 1, 1, 1, "same", 5),  # one channel, 1x1 kernel
+]
+
+
+@needs_native
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_native_equals_the_numpy_twin(geometry, dtype, monkeypatch):
+    shape, filters, kernel, strides, padding, pool = geometry
+    u = unit(shape, filters, kernel, strides, padding, pool, dtype)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((5, *shape)).astype(dtype)
+    out_shape = u.forward(x)[0].shape
+    dout = rng.standard_normal(out_shape).astype(dtype)
+    twin = run(u, x, dout, "0", monkeypatch)
+    fast = run(u, x, dout, "1", monkeypatch)
+    rtol = 1e-12 if dtype == "float64" else 2e-5
+    np.testing.assert_array_equal(fast[1], twin[1])  # the same winners (no near-ties in random data)
+    for a, b in [(fast[0], twin[0]), (fast[2], twin[2]), (fast[3]["w"], twin[3]["w"]), (fast[3]["b"], twin[3]["b"])]:
+        assert a.dtype == b.dtype == np.dtype(dtype) and a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * np.abs(b).max())
+
+
+@needs_native
+def test_ties_pick_the_same_cell_as_the_numpy_twin(monkeypatch):
+    """Flat regions give equal conv outputs in a window: the first cell wins on both paths."""
+    u = unit((16, 16, 2), 6, 3, 1, "same", 4, "float64", seed=3)
+    x = np.zeros((3, 16, 16, 2))
+    x[0, 4:12, 2:9] = 0.5
+    x[2, ::3] = 1.0
+    dout = np.ones(u.forward(x)[0].shape)
+    twin, fast = run(u, x, dout, "0", monkeypatch), run(u, x, dout, "1", monkeypatch)
+    np.testing.assert_array_equal(fast[1], twin[1])
+    np.testing.assert_array_equal(fast[3]["w"], twin[3]["w"])
+
+
+@needs_native
+def test_a_nan_wins_its_window_as_in_numpy_argmax(monkeypatch):
+    """The first NaN conv output of a window wins, as argmax over the unfused conv output picks it.
+
+    (The twin's 1x4 block GEMM multiplies a NaN by the shifted kernel's zeros, so it also marks the
+    block's neighbours NaN; xpnn's inputs are checked for NaN, so only a diverged run could see this.)
+    """
+    from xpnn.layers.conv import conv2d_forward
+
+    u = unit((16, 16, 2), 6, 3, 1, "same", 4, "float64", seed=3)
+    x = np.zeros((2, 16, 16, 2))
+    x[1, 5, 6, 1] = np.nan
+    monkeypatch.setenv("XPNN_NATIVE", "1")
+    _, cache = u.forward(x)
+    conv = u.layers[0]
+    z, _ = conv2d_forward(x, conv.params["w"], conv.params["b"], conv.strides, conv.padding)
+    cells = z.reshape(2, 4, 4, 4, 4, 6).transpose(0, 1, 3, 5, 2, 4).reshape(2, 4, 4, 6, 16)
+    np.testing.assert_array_equal(cache.argmax, cells.argmax(axis=-1))
+    np.testing.assert_array_equal(np.isnan(cache.pooled), np.isnan(cells).any(axis=-1))
+    assert np.isnan(cache.pooled).any()
+
+
+@needs_native
+def test_no_input_gradient_when_none_is_needed(monkeypatch):
+    u = unit((64, 64, 3), 8, 4, 1, "same", 8, "float32")
+    x = np.random.default_rng(2).random((3, 64, 64, 3), dtype=np.float32)
+    dout = np.ones((3, 8, 8, 8), dtype=np.float32)
+    _, _, dx, grads = run(u, x, dout, "1", monkeypatch, need_dx=False)
+    assert dx is None and set(grads) == {"w", "b"}
+
+
+def test_native_is_built_where_a_c_compiler_is():
+    """`pip install` builds the extension whenever it can; a silent build failure must not go unnoticed."""
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(compiler) is None:
+        pytest.skip(f"no C compiler ({compiler}) here: the NumPy twin runs")
+    assert native.built(), f"native kernels {native.status()}; reinstall with `pip install -v -e .` to see why"
+
+
+def test_native_setting_is_checked(monkeypatch):
+    monkeypatch.setenv("XPNN_NATIVE", "yes")
+    with pytest.raises(ValueError, match="XPNN_NATIVE must be 0 .* received 'yes'"):
+        native.enabled()
+    monkeypatch.setenv("XPNN_NATIVE", "0")
+    assert not native.enabled() and native.status().startswith(("off", "missing"))
