@@ -31,6 +31,14 @@ from xpnn.types import Array
 CHUNK_BYTES = 9 << 18  # CPU: im2col rows per GEMM, small enough to stay in cache (2.25 MB)
 CHUNK_IMAGES = 16  # CPU: at most this many images per chunk, so small layers still feed every worker
 GPU_CHUNK_BYTES = 1 << 30  # CuPy: few, large GEMMs (each chunk costs ~8 kernel launches)
+# native.c: a worker thread only for every 8M multiply-adds (~0.3 ms); waking one costs ~0.15 ms, so the
+# reference net's second unit (2M) and its backward passes at batch 64 run faster on the calling thread alone
+PARALLEL_MACS = 8 << 20
+
+
+def native_workers(macs: int) -> int:
+    """Worker threads for a native call of `macs` multiply-adds: as many as pay for their start-up."""
+    return max(1, min(cpu_workers(), macs // PARALLEL_MACS))
 
 
 def chunking(n: int, bytes_per_image: int, cpu_budget: int) -> tuple[int, int]:
@@ -219,13 +227,13 @@ class ConvReluPool:
         w_lanes = native.kernel_lanes(w)
         pooled = xp.empty((n, *out_hw, w.shape[3]), dtype=x.dtype)
         argmax = xp.empty(pooled.shape, dtype=xp.int64)
-        workers = cpu_workers()
+        workers = native_workers(pooled.size * pool.pool_size[0] * pool.pool_size[1] * w[..., 0].size)
 
         def run_chunk(start: int, stop: int, worker: int) -> None:
             g = native.geometry((stop - start, *x.shape[1:]), w.shape, pads, conv.strides, pool.pool_size, out_hw)
             native.conv_relu_pool_forward(x[start:stop], w_lanes, g, pooled[start:stop], argmax[start:stop])
 
-        map_chunks(run_chunk, n, max(1, min(CHUNK_IMAGES, -(-n // workers))), workers)
+        map_chunks(run_chunk, n, max(1, min(CHUNK_IMAGES, -(-n // workers))), workers, blas=False)
         return pooled, argmax
 
     def backward(self, dout: Array, cache: ConvReluPoolCache, need_dx: bool = True):
@@ -308,7 +316,7 @@ class ConvReluPool:
                 None if dx is None else dx[start:stop],
             )
 
-        map_chunks(run_chunk, n, chunk, cpu_workers())
+        map_chunks(run_chunk, n, chunk, native_workers(g.size * w[..., 0].size), blas=False)
         dw_rows = partial_dw[0]
         for part in partial_dw[1:]:
             dw_rows = dw_rows + part
