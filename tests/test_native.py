@@ -128,3 +128,18 @@ def test_native_setting_is_checked(monkeypatch):
         native.enabled()
     monkeypatch.setenv("XPNN_NATIVE", "0")
     assert not native.enabled() and native.status().startswith(("off", "missing"))
+
+
+@needs_native
+def test_strided_input_gives_the_contiguous_result(monkeypatch):
+    """A view (here every image mirrored) is read as its values, not its memory order."""
+    monkeypatch.setenv("XPNN_NATIVE", "1")
+    u = unit((64, 64, 3), 8, 4, 1, "same", 8, "float64")
+    x = np.random.default_rng(4).random((2, 64, 64, 3))
+    view = x[:, :, ::-1]
+    out, cache = u.forward(view)
+    dx, _ = u.backward(np.ones(out.shape), cache)
+    out_c, cache_c = u.forward(np.ascontiguousarray(view))
+    dx_c, _ = u.backward(np.ones(out.shape), cache_c)
+    np.testing.assert_array_equal(out, out_c)
+    np.testing.assert_array_equal(dx, dx_c)

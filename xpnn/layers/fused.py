@@ -177,6 +177,7 @@ class ConvReluPool:
         out_h, out_w = conv_hw[0] // ph, conv_hw[1] // pw
         pads = pads_2d((h, wd), (fh, fw), conv.strides, conv.padding)
         if uses_native(x):
+            x = xp.ascontiguousarray(x)  # native.c reads NHWC rows; the backward reads the same array
             pooled, argmax = self._native_forward(x, pads, (out_h, out_w))
             return self._finish_forward(x, pads, pooled, argmax, conv_hw)
         bh, bw = output_block((ph, pw), cout)
