@@ -26,8 +26,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]  # this checkout's xpnn, and the sibling modules
 
-FRAMEWORKS = ("xpnn", "torch", "tf")
-IMPORTS = {"xpnn": "xpnn", "torch": "torch", "tf": "tensorflow"}
+FRAMEWORKS = ("xpnn", "xpnn-twin", "torch", "tf")  # xpnn-twin: xpnn with XPNN_NATIVE=0 (benchmarks/peers.py)
+IMPORTS = {"xpnn": "xpnn", "xpnn-twin": "xpnn", "torch": "torch", "tf": "tensorflow"}
 
 
 def limit_threads(threads: int, spin: bool = False) -> None:
@@ -236,10 +236,12 @@ def main() -> None:
     keys = args.workloads or [w.key for w in WORKLOADS if w.kind != "signs" or args.signs]
     print("\n".join(machine(versions, args.threads)), flush=True)
 
-    peers = [fw for fw in frameworks if fw != "xpnn"]
+    peers = [fw for fw in frameworks if not fw.startswith("xpnn")]
     head = ["workload", *(f"{fw} ms" for fw in frameworks)]
     if "xpnn" in frameworks:
         head += [f"xpnn/{fw}" for fw in peers] + (["xpnn/faster peer"] if peers else [])
+    if "xpnn-twin" in frameworks and peers:
+        head.append("xpnn-twin/faster peer")
     head += [f"{fw} peak RSS MiB" for fw in frameworks] + ["rounds"]
     rows = []
     for wl in [w for w in WORKLOADS if w.key in keys]:
@@ -253,6 +255,8 @@ def main() -> None:
             row += [f"{med['xpnn'] / med[fw]:.2f}" for fw in peers]
             if peers:
                 row.append(f"{med['xpnn'] / min(med[fw] for fw in peers):.2f}")
+        if "xpnn-twin" in frameworks and peers:
+            row.append(f"{med['xpnn-twin'] / min(med[fw] for fw in peers):.2f}")
         rss = {fw: None if args.no_rss else peak_rss(fw, wl.key, args.threads) for fw in frameworks}
         row += [fmt(rss[fw], 0) for fw in frameworks] + [str(len(times[frameworks[0]]))]
         rows.append(row)

@@ -1,5 +1,8 @@
 """One runner per framework (xpnn, PyTorch, TensorFlow) for each workload: a callable that does one timed unit.
 
+"xpnn-twin" is xpnn with its native kernels off (XPNN_NATIVE=0): the NumPy path a machine without a C
+compiler runs.
+
 A runner's call does one training step, one inference pass, or one whole SIGNS run, and
 returns a host float so that every framework finishes its work before the clock is read.
 PyTorch gets TF's SAME pads explicitly with F.pad (NCHW inside, data converted once, untimed);
@@ -8,6 +11,7 @@ TensorFlow gets Keras layers in a `tf.function` train step. Missing peers raise 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import numpy as np
@@ -71,6 +75,24 @@ def xpnn_runner(wl: Workload, x: np.ndarray, y: np.ndarray) -> Runner:
         return float(p.cost)
 
     return step
+
+
+def xpnn_twin_runner(wl: Workload, x: np.ndarray, y: np.ndarray) -> Runner:
+    """xpnn_runner with XPNN_NATIVE=0 around every call (the fused unit reads it per call)."""
+    run = xpnn_runner(wl, x, y)
+
+    def twin(*args, **kwargs) -> float:
+        before = os.environ.get("XPNN_NATIVE")
+        os.environ["XPNN_NATIVE"] = "0"
+        try:
+            return run(*args, **kwargs)
+        finally:
+            if before is None:
+                del os.environ["XPNN_NATIVE"]
+            else:
+                os.environ["XPNN_NATIVE"] = before
+
+    return twin
 
 
 # ---- PyTorch -----------------------------------------------------------------------------------------------
@@ -188,4 +210,4 @@ def tf_runner(wl: Workload, x: np.ndarray, y: np.ndarray) -> Runner:
     return lambda: float(step(xt, yt).numpy())
 
 
-RUNNERS = {"xpnn": xpnn_runner, "torch": torch_runner, "tf": tf_runner}
+RUNNERS = {"xpnn": xpnn_runner, "xpnn-twin": xpnn_twin_runner, "torch": torch_runner, "tf": tf_runner}
