@@ -195,7 +195,7 @@ def machine(versions: dict[str, str], threads: int) -> list[str]:
         f"- CPU: {cpu}; {os.cpu_count()} logical cores ({len(os.sched_getaffinity(0))} usable); {platform.platform()}",
         f"- Python {platform.python_version()}; NumPy {numpy.__version__}; NumPy's BLAS: {blas}",
         f"- xpnn's native kernels (xpnn/backends/native.c): {native_status()}",
-        "- Peers: " + ", ".join(f"{fw} {v}" for fw, v in versions.items() if fw != "xpnn"),
+        "- Peers: " + ", ".join(f"{fw} {v}" for fw, v in versions.items() if not fw.startswith("xpnn")),
         f"- Threads: {threads} for every framework (threadpoolctl + OMP/OPENBLAS_NUM_THREADS for NumPy; "
         "torch.set_num_threads; tf.config.threading intra/inter-op); "
         f"OPENBLAS_THREAD_TIMEOUT={os.environ.get('OPENBLAS_THREAD_TIMEOUT', 'default')}, "
