@@ -143,3 +143,17 @@ def test_strided_input_gives_the_contiguous_result(monkeypatch):
     dx_c, _ = u.backward(np.ones(out.shape), cache_c)
     np.testing.assert_array_equal(out, out_c)
     np.testing.assert_array_equal(dx, dx_c)
+
+
+@needs_native
+def test_a_mismatched_array_is_refused_before_native_code_reads_it():
+    x = np.zeros((2, 8, 8, 3), dtype=np.float32)
+    w = np.zeros((2, 2, 3, 4), dtype=np.float32)
+    g = native.geometry(x.shape, w.shape, ((0, 1), (0, 1)), (1, 1), (4, 4), (2, 2))
+    pooled, argmax = np.empty((2, 2, 2, 4), np.float32), np.empty((2, 2, 2, 4), np.int64)
+    native.conv_relu_pool_forward(x, native.kernel_lanes(w), g, pooled, argmax)  # the right arrays pass
+    expected = r"argument pooled: expected a C-contiguous float32 array of shape \(2, 2, 2, 4\)"
+    with pytest.raises(ValueError, match=expected):
+        native.conv_relu_pool_forward(x, native.kernel_lanes(w), g, pooled[:1], argmax)
+    with pytest.raises(ValueError, match=r"argument x: .*\(contiguous: False\)"):
+        native.conv_relu_pool_forward(x[:, :, ::-1], native.kernel_lanes(w), g, pooled, argmax)

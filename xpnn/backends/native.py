@@ -89,9 +89,13 @@ def geometry(x_shape, w_shape, pads, strides, pool, pooled_hw) -> Geometry:
     )
 
 
-def _address(a: np.ndarray) -> int:
-    if not a.flags.c_contiguous:
-        raise ValueError("native kernels need C-contiguous arrays")  # the fused unit always passes them so
+def _address(a: np.ndarray, shape: tuple[int, ...], dtype: np.dtype, name: str) -> int:
+    """The data pointer of `a`, after checking what native.c will assume of it (a mismatch would corrupt memory)."""
+    if a.shape != tuple(shape) or a.dtype != dtype or not a.flags.c_contiguous:
+        raise ValueError(
+            f"native kernel argument {name}: expected a C-contiguous {np.dtype(dtype)} array of shape "
+            f"{tuple(shape)}; got {a.dtype} {a.shape} (contiguous: {a.flags.c_contiguous})"
+        )
     return a.ctypes.data
 
 
@@ -118,9 +122,17 @@ def conv_relu_pool_forward(
     x: np.ndarray, w_lanes: np.ndarray, g: Geometry, pooled: np.ndarray, argmax: np.ndarray
 ) -> None:
     """Fill pooled (n, out_h, out_w, cout) with each window's conv max (no bias) and argmax with its first cell."""
-    lib = _load()
-    fn = getattr(lib, f"conv_relu_pool_forward_{_SUFFIX[x.dtype]}")
-    _check(fn(_address(x), _address(w_lanes), ctypes.byref(g), _address(pooled), _address(argmax)), "forward")
+    fn = getattr(_load(), f"conv_relu_pool_forward_{_SUFFIX[x.dtype]}")
+    lanes = LANES[x.dtype]
+    out = (g.n, g.out_h, g.out_w, g.cout)
+    code = fn(
+        _address(x, (g.n, g.h, g.w, g.cin), x.dtype, "x"),
+        _address(w_lanes, (g.fh, g.fw, g.cin, -(-g.cout // lanes) * lanes), x.dtype, "w_lanes"),
+        ctypes.byref(g),
+        _address(pooled, out, x.dtype, "pooled"),
+        _address(argmax, out, np.dtype(np.int64), "argmax"),
+    )
+    _check(code, "forward")
 
 
 def conv_relu_pool_backward(
@@ -133,15 +145,16 @@ def conv_relu_pool_backward(
     dx: np.ndarray | None,
 ) -> None:
     """Add each winner's patch · gradient into dw_rows (cout, fh·fw·cin); with dx, write the input gradient."""
-    lib = _load()
-    fn = getattr(lib, f"conv_relu_pool_backward_{_SUFFIX[x.dtype]}")
+    fn = getattr(_load(), f"conv_relu_pool_backward_{_SUFFIX[x.dtype]}")
+    x_shape, out = (g.n, g.h, g.w, g.cin), (g.n, g.out_h, g.out_w, g.cout)
+    rows = (g.cout, g.fh * g.fw * g.cin)
     code = fn(
-        _address(x),
-        _address(w_rows),
+        _address(x, x_shape, x.dtype, "x"),
+        _address(w_rows, rows, x.dtype, "w_rows"),
         ctypes.byref(g),
-        _address(argmax),
-        _address(grad),
-        _address(dw_rows),
-        None if dx is None else _address(dx),
+        _address(argmax, out, np.dtype(np.int64), "argmax"),
+        _address(grad, out, x.dtype, "grad"),
+        _address(dw_rows, rows, x.dtype, "dw_rows"),
+        None if dx is None else _address(dx, x_shape, x.dtype, "dx"),
     )
     _check(code, "backward")
