@@ -21,13 +21,12 @@ def numpy_backend():
     return xpnn.set_backend("numpy")
 
 
-def unit(input_shape, filters, kernel, strides, padding, pool, dtype, seed=0):
-    """A built ConvReluPool over random weights and a non-zero bias."""
-    model = Sequential(
-        [Conv2D(filters, kernel, strides=strides, padding=padding), ReLU(), MaxPool2D(pool)], dtype=dtype
-    ).build(input_shape, seed=seed)
-    conv = model.layers[0]
-    conv.params["b"][...] = np.random.default_rng(seed).standard_normal(filters) * 0.1
+def unit(input_shape, filters, kernel, strides, padding, pool, dtype, seed=0, use_bias=True):
+    """A built ConvReluPool over random weights and (with use_bias) a non-zero bias."""
+    conv = Conv2D(filters, kernel, strides=strides, padding=padding, use_bias=use_bias)
+    model = Sequential([conv, ReLU(), MaxPool2D(pool)], dtype=dtype).build(input_shape, seed=seed)
+    if use_bias:
+        conv.params["b"][...] = np.random.default_rng(seed).standard_normal(filters) * 0.1
     assert ConvReluPool.applies(*model.layers)
     return ConvReluPool(*model.layers)
 
@@ -103,6 +102,17 @@ def test_a_nan_wins_its_window_as_in_numpy_argmax(monkeypatch):
     np.testing.assert_array_equal(cache.argmax, cells.argmax(axis=-1))
     np.testing.assert_array_equal(np.isnan(cache.pooled), np.isnan(cells).any(axis=-1))
     assert np.isnan(cache.pooled).any()
+
+
+@needs_native
+def test_a_conv_without_bias_gets_only_a_kernel_gradient(monkeypatch):
+    u = unit((12, 12, 2), 3, 3, 1, "same", 4, "float64", use_bias=False)
+    x = np.random.default_rng(5).standard_normal((2, 12, 12, 2))
+    dout = np.ones((2, 3, 3, 3))
+    twin, fast = run(u, x, dout, "0", monkeypatch), run(u, x, dout, "1", monkeypatch)
+    assert set(fast[3]) == set(twin[3]) == {"w"}
+    np.testing.assert_allclose(fast[3]["w"], twin[3]["w"], rtol=1e-12)
+    np.testing.assert_allclose(fast[0], twin[0], rtol=1e-12)
 
 
 @needs_native
