@@ -50,29 +50,13 @@ static int64_t *window_cells(const Geometry *g)
 }
 
 #define T float
-#define V vf32
-#define VI vi32
 #define LANE_INT int32_t
-#define LANES 8
 #define NAME(base) base##_f32
-typedef float vf32 __attribute__((vector_size(32)));
-typedef int32_t vi32 __attribute__((vector_size(32)));
 #include "native_kernels.h"
-#undef T
-#undef V
-#undef VI
-#undef LANE_INT
-#undef LANES
-#undef NAME
 
 #define T double
-#define V vf64
-#define VI vi64
 #define LANE_INT int64_t
-#define LANES 4
 #define NAME(base) base##_f64
-typedef double vf64 __attribute__((vector_size(32)));
-typedef int64_t vi64 __attribute__((vector_size(32)));
 #include "native_kernels.h"
 
 static struct PyModuleDef native_module = {PyModuleDef_HEAD_INIT, "_native",

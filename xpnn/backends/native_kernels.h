@@ -1,6 +1,11 @@
-/* The kernels for one value type; native.c includes this file once per type, after defining
- * T (the value type), V (a 32-byte vector of T), VI (the vector of same-width lane integers),
- * LANE_INT (that integer type), LANES (values per vector) and NAME(base) (base_f32 or base_f64). */
+/* The kernels for one value type; native.c includes this file once per type, after defining T (float or
+ * double), LANE_INT (the integer type of T's width) and NAME(base) (base_f32 or base_f64). */
+
+typedef T NAME(vec) __attribute__((vector_size(32)));          /* 8 floats or 4 doubles */
+typedef LANE_INT NAME(mask) __attribute__((vector_size(32))); /* comparisons give all-ones lanes */
+#define V NAME(vec)
+#define VI NAME(mask)
+#define LANES ((int64_t)(32 / sizeof(T)))
 
 /* Copy image x (h, w, cin) into the interior of img (hp, wp, cin), whose borders stay zero. */
 static void NAME(pad_image)(const T *x, T *img, const Geometry *g)
@@ -124,3 +129,10 @@ CLONES int NAME(conv_relu_pool_backward)(const T *x, const T *w_t, const Geometr
     free(cell_at);
     return 0;
 }
+
+#undef T
+#undef LANE_INT
+#undef NAME
+#undef V
+#undef VI
+#undef LANES
