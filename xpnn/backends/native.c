@@ -5,15 +5,13 @@
  * conv outputs are summed in registers and reduced to their max on the spot, which is what makes
  * the small-channel reference conv (cin 3, cout 8) several times cheaper than an im2col GEMM whose
  * rows are 48 values long. xpnn/backends/native.py loads this library with ctypes (calls release the
- * GIL, so xpnn's chunk workers run them side by side); the module init below only makes it a valid
- * extension module for setuptools.
+ * GIL, so xpnn's chunk workers run them side by side); it builds with or without Python's headers (see
+ * PyInit__native at the end).
  *
  * The kernels themselves are in native_kernels.h, included once for float32 and once for float64.
  * Layouts are TensorFlow's: images (n, h, w, cin), kernels (fh, fw, cin, cout), pooled (n, out_h, out_w, cout).
  * Sums run in the order (kernel row, kernel column, input channel), each with one multiply-add.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,8 +57,21 @@ static int64_t *window_cells(const Geometry *g)
 #define NAME(base) base##_f64
 #include "native_kernels.h"
 
+/* setuptools builds every extension with an init function to export. The library is loaded with ctypes, not
+ * imported, so the module is empty; without Python's headers the init only returns NULL (an import would then
+ * raise SystemError), and the kernels still build. */
+#if defined(__has_include)
+#if __has_include(<Python.h>)
+#define XPNN_HAVE_PYTHON_H
+#endif
+#endif
+#ifdef XPNN_HAVE_PYTHON_H
+#include <Python.h>
 static struct PyModuleDef native_module = {PyModuleDef_HEAD_INIT, "_native",
                                            "xpnn's native CPU kernels, called through ctypes (xpnn.backends.native).",
                                            -1, NULL, NULL, NULL, NULL, NULL};
-
 PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&native_module); }
+#else
+void *PyInit__native(void);
+void *PyInit__native(void) { return NULL; }
+#endif
