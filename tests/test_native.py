@@ -167,3 +167,35 @@ def test_a_mismatched_array_is_refused_before_native_code_reads_it():
         native.conv_relu_pool_forward(x, native.kernel_lanes(w), g, pooled[:1], argmax)
     with pytest.raises(ValueError, match=r"argument x: .*\(contiguous: False\)"):
         native.conv_relu_pool_forward(x[:, :, ::-1], native.kernel_lanes(w), g, pooled, argmax)
+
+
+AVX512_GEOMETRIES = [g for g in GEOMETRIES if g[3] == 1 and 16 % np.broadcast_to(g[5], 2)[1] == 0] + [
+    ((9, 48, 5), 11, (2, 3), 1, "same", (3, 16)),  # 16-lane windows, 2 channel passes, 3 channels in the last
+    ((6, 20, 2), 8, 3, 1, "valid", 2),  # a partial last block of lanes
+]
+
+
+@needs_native
+@pytest.mark.skipif(not native.cpu_has_avx512(), reason="this CPU has no AVX-512F: only the generic kernel runs")
+@pytest.mark.parametrize("geometry", AVX512_GEOMETRIES)
+def test_avx512_forward_gives_the_generic_kernels_bits(geometry, monkeypatch):
+    """Same sums in the same order, one fused multiply-add each: the two float32 kernels agree bit for bit."""
+    monkeypatch.setenv("XPNN_NATIVE", "1")
+    shape, filters, kernel, strides, padding, pool = geometry
+    u = unit(shape, filters, kernel, strides, padding, pool, "float32")
+    x = np.random.default_rng(6).standard_normal((3, *shape)).astype(np.float32)
+    x[0, : shape[0] // 2] = 0.25  # flat rows: ties
+    x[1, 1, 2, 0] = np.nan
+    switch = native.avx512_switch()
+    results = []
+    for on in (0, 1):
+        switch.value = on
+        try:
+            out, cache = u.forward(x)
+        finally:
+            switch.value = 1
+        results.append((cache.pooled, cache.argmax))
+    (generic_pooled, generic_arg), (fast_pooled, fast_arg) = results
+    np.testing.assert_array_equal(fast_arg, generic_arg)
+    np.testing.assert_array_equal(fast_pooled, generic_pooled)  # NaN where NaN
+    assert np.isnan(fast_pooled).any() and (fast_arg[0] == 0).any()

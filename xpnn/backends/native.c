@@ -57,6 +57,37 @@ static int64_t *window_cells(const Geometry *g)
 #define NAME(base) base##_f64
 #include "native_kernels.h"
 
+/* The float32 forward's AVX-512 path: GCC or Clang on x86-64, chosen per call when the CPU has AVX-512F and
+ * the geometry suits it; xpnn_avx512 = 0 (set from Python, for tests) keeps every call on the generic kernel. */
+#if defined(__GNUC__) && defined(__x86_64__)
+#include "native_avx512.h"
+int xpnn_avx512 = 1;
+#else
+int xpnn_avx512 = 0;
+static int avx512_takes(const Geometry *g) { (void)g; return 0; }
+static int forward_f32_avx512(const float *x, const float *w, const Geometry *g, float *p, int64_t *a)
+{
+    (void)x, (void)w, (void)g, (void)p, (void)a;
+    return -1;
+}
+#endif
+
+/* pooled = each window's max of conv(x, w) (no bias), argmax = its first row-major cell, NaN winning as in
+ * numpy.argmax; see native_kernels.h. Returns 0, or -1 when out of memory. */
+int conv_relu_pool_forward_f32(const float *x, const float *w_lanes, const Geometry *g, float *pooled,
+                               int64_t *argmax)
+{
+    if (xpnn_avx512 && avx512_takes(g))
+        return forward_f32_avx512(x, w_lanes, g, pooled, argmax);
+    return forward_generic_f32(x, w_lanes, g, pooled, argmax);
+}
+
+int conv_relu_pool_forward_f64(const double *x, const double *w_lanes, const Geometry *g, double *pooled,
+                               int64_t *argmax)
+{
+    return forward_generic_f64(x, w_lanes, g, pooled, argmax);
+}
+
 /* setuptools builds every extension with an init function to export. The library is loaded with ctypes, not
  * imported, so the module is empty; without Python's headers the init only returns NULL (an import would then
  * raise SystemError), and the kernels still build. */

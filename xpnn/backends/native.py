@@ -74,6 +74,24 @@ def enabled() -> bool:
     return flag == "1" and built()
 
 
+def avx512_switch() -> ctypes.c_int:
+    """native.c's `xpnn_avx512`: 1 lets float32 forwards take the AVX-512 kernel where the CPU and geometry
+    allow, 0 keeps them on the generic one (tests compare the two)."""
+    lib = _load()
+    if lib is None:
+        raise RuntimeError(f"native kernels {status()}")
+    return ctypes.c_int.in_dll(lib, "xpnn_avx512")
+
+
+def cpu_has_avx512() -> bool:
+    """Whether this CPU reports AVX-512F (Linux /proc/cpuinfo; False elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and " avx512f" in line for line in f)
+    except OSError:
+        return False
+
+
 def supports(dtype: np.dtype) -> bool:
     """Whether the native kernels take arrays of this dtype (float32 and float64)."""
     return np.dtype(dtype) in _SUFFIX

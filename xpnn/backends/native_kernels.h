@@ -18,7 +18,7 @@ static void NAME(pad_image)(const T *x, T *img, const Geometry *g)
 /* pooled = each window's max of conv(x, w) (no bias), argmax = its first row-major cell, NaN winning as in
  * numpy.argmax. x (n, h, w, cin); w_lanes (fh, fw, cin, cout) with cout padded by zeros to whole vectors;
  * pooled, argmax (n, out_h, out_w, cout). Returns 0, or -1 when out of memory. */
-CLONES int NAME(conv_relu_pool_forward)(const T *x, const T *w_lanes, const Geometry *g, T *pooled, int64_t *argmax)
+CLONES static int NAME(forward_generic)(const T *x, const T *w_lanes, const Geometry *g, T *pooled, int64_t *argmax)
 {
     const int64_t cl = (g->cout + LANES - 1) / LANES * LANES, taps = g->fw * g->cin, row_len = g->wp * g->cin;
     const int64_t cells = g->ph * g->pw;
