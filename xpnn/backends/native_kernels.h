@@ -83,13 +83,16 @@ CLONES int NAME(conv_relu_pool_backward)(const T *x, const T *w_t, const Geometr
                                          const T *grad, T *dw_t, T *dx)
 {
     const int64_t taps = g->fw * g->cin, k_len = g->fh * taps, row_len = g->wp * g->cin;
+    const int64_t wide = (taps + LANES - 1) / LANES * LANES; /* a kernel row in whole vectors */
     const size_t img_len = (size_t)(g->hp * row_len);
-    T *img = calloc(img_len, sizeof(T));
+    T *img = calloc(img_len + (size_t)LANES, sizeof(T)); /* slack: a patch row's last vector may read past */
     T *dimg = dx ? malloc(img_len * sizeof(T)) : NULL;
+    T *dw_wide = calloc((size_t)(g->cout * g->fh * wide), sizeof(T)); /* dW rows padded to whole vectors */
     int64_t *cell_at = window_cells(g);
-    if (!img || (dx && !dimg) || !cell_at) {
+    if (!img || (dx && !dimg) || !dw_wide || !cell_at) {
         free(img);
         free(dimg);
+        free(dw_wide);
         free(cell_at);
         return -1;
     }
@@ -108,9 +111,14 @@ CLONES int NAME(conv_relu_pool_backward)(const T *x, const T *w_t, const Geometr
                         i * g->ph * g->sh * row_len + j * g->pw * g->sw * g->cin + cell_at[argmax[at]];
                     for (int64_t dy = 0; dy < g->fh; dy++) {
                         const T *patch = img + corner + dy * row_len;
-                        T *dw_row = dw_t + co * k_len + dy * taps;
-                        for (int64_t t = 0; t < taps; t++)
-                            dw_row[t] += gv * patch[t];
+                        T *dw_row = dw_wide + (co * g->fh + dy) * wide;
+                        for (int64_t t = 0; t < wide; t += LANES) { /* lanes past the row land in the padding */
+                            V p, d;
+                            memcpy(&p, patch + t, sizeof p);
+                            memcpy(&d, dw_row + t, sizeof d);
+                            d += gv * p;
+                            memcpy(dw_row + t, &d, sizeof d);
+                        }
                         if (dimg) {
                             T *dpatch = dimg + corner + dy * row_len;
                             const T *w_row = w_t + co * k_len + dy * taps;
@@ -124,8 +132,13 @@ CLONES int NAME(conv_relu_pool_backward)(const T *x, const T *w_t, const Geometr
                 memcpy(dx + (b * g->h + y) * g->w * g->cin, dimg + ((y + g->top) * g->wp + g->left) * g->cin,
                        (size_t)(g->w * g->cin) * sizeof(T));
     }
+    for (int64_t co = 0; co < g->cout; co++)
+        for (int64_t dy = 0; dy < g->fh; dy++)
+            for (int64_t t = 0; t < taps; t++)
+                dw_t[co * k_len + dy * taps + t] += dw_wide[(co * g->fh + dy) * wide + t];
     free(img);
     free(dimg);
+    free(dw_wide);
     free(cell_at);
     return 0;
 }
