@@ -79,6 +79,19 @@ def test_nan_and_inf_in_x():
             m.train_on_batch(x, y, optimizer=SGD(0.1))
 
 
+def test_a_non_finite_value_is_found_in_any_piece_of_a_large_strided_input(monkeypatch):
+    """The CPU check runs piece by piece (xpnn.inputs.FINITE_CHUNK): the last sample of the last piece counts."""
+    from xpnn import inputs
+
+    monkeypatch.setattr(inputs, "FINITE_CHUNK", 200)  # 1 sample (108 values) per piece, 40 pieces
+    m = model()
+    x = np.random.default_rng(0).random((40, 6, 6, 3))
+    x[39, 5, 0, 1] = -np.inf
+    with pytest.raises(ValueError, match=r"x holds 1 NaN or Inf.*\(39, 5, 5, 1\)"):
+        m.predict(x[:, :, ::-1])  # a strided view: the mirrored column
+    assert m.predict(x[:39, :, ::-1]).shape == (39, 3)
+
+
 def test_labels_out_of_range_and_length_mismatch():
     m = model()
     x, y = xy()

@@ -19,10 +19,31 @@ def _as_array(value: Any, what: str, backend: Backend) -> Array:
         raise TypeError(f"{what} must be an array (NumPy or the backend's); got {type(value).__name__}.") from exc
 
 
+FINITE_CHUNK = 1 << 18  # values per isfinite pass on the CPU: a 256 KiB mask that stays in cache
+
+
+def _all_finite(arr: Array, backend: Backend) -> bool:
+    """Whether `arr` holds no NaN or ±Inf, in one pass.
+
+    On the CPU, `isfinite(...).all()` over cache-sized pieces (2.2 ms for 1024 SIGNS-sized images against
+    3.5 ms for a min and a max, which carry any NaN or Inf); on CuPy, the min and max (two reductions).
+    """
+    xp = backend.xp
+    if backend.name != "numpy":
+        return bool(xp.isfinite(arr.min()) & xp.isfinite(arr.max()))
+    rows = max(1, FINITE_CHUNK // max(1, arr[0].size))  # whole samples per piece: views, even of a strided array
+    mask = np.empty((min(rows, len(arr)), *arr.shape[1:]), dtype=bool)
+    for start in range(0, len(arr), rows):
+        piece = arr[start : start + rows]
+        if not np.isfinite(piece, out=mask[: len(piece)]).all():
+            return False
+    return True
+
+
 def _require_finite(arr: Array, what: str, backend: Backend) -> None:
     xp = backend.xp
-    if arr.size == 0 or bool(xp.isfinite(arr.min()) & xp.isfinite(arr.max())):
-        return  # min and max carry any NaN or ±Inf: two reductions instead of a full boolean mask
+    if arr.size == 0 or _all_finite(arr, backend):
+        return
     finite = xp.isfinite(arr)
     if not bool(finite.all()):
         bad = int(finite.size - int(finite.sum()))
