@@ -15,6 +15,7 @@
 /* Whether this kernel takes geometry g; NAME-free because it exists for float32 only. */
 static int avx512_takes(const Geometry *g)
 {
+    __builtin_cpu_init(); /* idempotent; makes __builtin_cpu_supports safe wherever the library is loaded from */
     return g->sh == 1 && g->sw == 1 && g->pw <= 16 && 16 % g->pw == 0 && __builtin_cpu_supports("avx512f");
 }
 
