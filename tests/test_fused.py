@@ -165,4 +165,20 @@ def test_a_failing_chunk_raises_in_the_caller():
 
     with pytest.raises(RuntimeError, match="chunk 3 failed"):
         map_chunks(run_chunk, 8, 1, workers=2)
-    assert sorted(done) == [0, 1, 2, 4, 6]  # worker 1 (chunks 1, 3, 5, 7) stops at its failure; worker 0 finishes
+    assert sorted(done) == [0, 1, 2, 4, 5, 6, 7]  # the failing worker stops; the other takes every chunk left
+
+
+def test_every_chunk_runs_once_whichever_worker_takes_it():
+    import threading
+
+    from xpnn.cpu_threads import map_chunks
+
+    seen, lock = [], threading.Lock()
+
+    def run_chunk(start, stop, worker):
+        with lock:
+            seen.append((start, stop, worker))
+
+    map_chunks(run_chunk, 103, 10, workers=3)
+    assert sorted((a, b) for a, b, _ in seen) == [(s, min(103, s + 10)) for s in range(0, 103, 10)]
+    assert {w for _, _, w in seen} <= {0, 1, 2}

@@ -11,6 +11,7 @@ changes a result: chunks are fixed by size, not by the number of workers.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -57,11 +58,11 @@ def map_chunks(
 ) -> None:
     """Call run_chunk(start, stop, worker) for each chunk of range(n), spread over `workers` threads.
 
-    Worker w takes chunks w, w + workers, ...; each may keep its own scratch buffers by worker index.
-    The calling thread is worker 0. With one worker (or one chunk) everything runs here, with BLAS as
-    configured; an exception in any worker is raised here once all have stopped. With `blas` the
-    workers run BLAS at one thread each; chunks that call no BLAS pass False and skip that switch
-    (OpenBLAS takes ~0.1 ms to change its thread count and back).
+    Workers take the next chunk as they come free (a worker that wakes late takes fewer); each may keep
+    its own scratch buffers by worker index. The calling thread is worker 0. With one worker (or one
+    chunk) everything runs here, with BLAS as configured; an exception in any worker is raised here once
+    all have stopped. With `blas` the workers run BLAS at one thread each; chunks that call no BLAS pass
+    False and skip that switch (OpenBLAS takes ~0.1 ms to change its thread count and back).
     """
     starts = list(range(0, n, chunk))
     workers = min(workers, len(starts))
@@ -70,9 +71,11 @@ def map_chunks(
             run_chunk(start, min(n, start + chunk), 0)
         return
 
+    taken = itertools.count()  # next() on it is atomic under the GIL: each chunk goes to one worker
+
     def work(worker: int) -> None:
-        for start in starts[worker::workers]:
-            run_chunk(start, min(n, start + chunk), worker)
+        while (k := next(taken)) < len(starts):
+            run_chunk(starts[k], min(n, starts[k] + chunk), worker)
 
     with _blas().limit(limits=1) if blas else contextlib.nullcontext():
         futures = [_executor(workers - 1).submit(work, w) for w in range(1, workers)]
