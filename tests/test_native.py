@@ -199,3 +199,20 @@ def test_avx512_forward_gives_the_generic_kernels_bits(geometry, monkeypatch):
     np.testing.assert_array_equal(fast_arg, generic_arg)
     np.testing.assert_array_equal(fast_pooled, generic_pooled)  # NaN where NaN
     assert np.isnan(fast_pooled).any() and (fast_arg[0] == 0).any()
+
+
+@needs_native
+def test_a_forward_on_one_path_and_its_backward_on_the_other_agree(monkeypatch):
+    """XPNN_NATIVE is read per call: either backward takes either forward's cache (same winners, same layout)."""
+    u = unit((64, 64, 3), 8, 4, 1, "same", 8, "float64")
+    x = np.random.default_rng(8).random((2, 64, 64, 3))[:, :, ::-1]  # strided: the twin keeps it so in its cache
+    dout = np.random.default_rng(9).standard_normal((2, 8, 8, 8))
+    results = []
+    for forward_flag, backward_flag in (("0", "1"), ("1", "0"), ("0", "0")):
+        monkeypatch.setenv("XPNN_NATIVE", forward_flag)
+        _, cache = u.forward(x)
+        monkeypatch.setenv("XPNN_NATIVE", backward_flag)
+        results.append(u.backward(dout, cache))
+    for dx, grads in results[:2]:
+        np.testing.assert_allclose(dx, results[2][0], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(grads[0]["w"], results[2][1][0]["w"], rtol=1e-12)

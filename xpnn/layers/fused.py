@@ -296,8 +296,8 @@ class ConvReluPool:
         """dW, db and (when needed) dx from native.c; dW sums per fixed-size chunk, then in chunk order."""
         conv, _, pool = self.layers
         w = conv.params["w"]
-        x = cache.x
-        n, xp = x.shape[0], get_backend().xp
+        n, xp = cache.x.shape[0], get_backend().xp
+        x = xp.ascontiguousarray(cache.x)  # already so unless XPNN_NATIVE changed since the forward
         w_rows = native.kernel_rows(w)
         g = xp.ascontiguousarray(g)
         dx = xp.empty(x.shape, dtype=x.dtype) if need_dx else None
