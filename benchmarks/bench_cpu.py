@@ -162,15 +162,10 @@ def peak_rss(fw: str, key: str, threads: int) -> float | None:
     return None
 
 
-def native_status() -> str:
-    """xpnn.backends.native.status(): on, off (XPNN_NATIVE=0), or why it is missing (the NumPy twin runs)."""
-    from xpnn.backends import native
-
-    return native.status()
-
-
 def machine(versions: dict[str, str], threads: int) -> list[str]:
     import numpy
+
+    from xpnn.backends import native
 
     cpu = "?"
     try:
@@ -194,7 +189,7 @@ def machine(versions: dict[str, str], threads: int) -> list[str]:
     lines = [
         f"- CPU: {cpu}; {os.cpu_count()} logical cores ({len(os.sched_getaffinity(0))} usable); {platform.platform()}",
         f"- Python {platform.python_version()}; NumPy {numpy.__version__}; NumPy's BLAS: {blas}",
-        f"- xpnn's native kernels (xpnn/backends/native.c): {native_status()}",
+        f"- xpnn's native kernels (xpnn/backends/native.c): {native.status()}",
         "- Peers: " + ", ".join(f"{fw} {v}" for fw, v in versions.items() if not fw.startswith("xpnn")),
         f"- Threads: {threads} for every framework (threadpoolctl + OMP/OPENBLAS_NUM_THREADS for NumPy; "
         "torch.set_num_threads; tf.config.threading intra/inter-op); "

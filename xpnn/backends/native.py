@@ -83,15 +83,6 @@ def avx512_switch() -> ctypes.c_int:
     return ctypes.c_int.in_dll(lib, "xpnn_avx512")
 
 
-def cpu_has_avx512() -> bool:
-    """Whether this CPU reports AVX-512F (Linux /proc/cpuinfo; False elsewhere)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return any(line.startswith("flags") and " avx512f" in line for line in f)
-    except OSError:
-        return False
-
-
 def supports(dtype: np.dtype) -> bool:
     """Whether the native kernels take arrays of this dtype (float32 and float64)."""
     return np.dtype(dtype) in _SUFFIX

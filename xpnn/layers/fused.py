@@ -318,9 +318,7 @@ class ConvReluPool:
             )
 
         map_chunks(run_chunk, n, chunk, native_workers(g.size * w[..., 0].size), blas=False)
-        dw_rows = partial_dw[0]
-        for part in partial_dw[1:]:
-            dw_rows = dw_rows + part
+        dw_rows = partial_dw.sum(axis=0)  # added chunk after chunk, as the twin's loop adds its parts
         return dx, [self._grads(xp.ascontiguousarray(dw_rows.T).reshape(w.shape), g), {}, {}]
 
 
