@@ -115,20 +115,36 @@ class Sequential:
             raise ValueError("the model is not built yet; call model.build(input_shape=(h, w, c), seed=...) first.")
 
     def parameters(self) -> list[Array]:
-        """The backend arrays that training updates, in Keras order (layer by layer, kernel then bias)."""
+        """The backend arrays that optimizers update, in Keras order (layer by layer, kernel then bias)."""
         return [p for layer in self.layers for p in layer.params.values()]
 
+    def weight_slots(self) -> list[tuple[Layer, str]]:
+        """(layer, key) of every weight, trainable or not, in `get_weights()` order (Keras's)."""
+        return [(layer, key) for layer in self.layers for key in layer.weights]
+
     def get_weights(self) -> list[np.ndarray]:
-        """Host copies of all weights, Keras order and TensorFlow layouts."""
+        """Host copies of all weights (trainable and not), Keras order and TensorFlow layouts."""
         self._require_built()
         backend = get_backend()
-        return [np.array(backend.to_host(p), copy=True) for p in self.parameters()]
+        return [np.array(backend.to_host(layer.weights[key]), copy=True) for layer, key in self.weight_slots()]
+
+    def get_state(self) -> list[dict[str, Any] | None]:
+        """Each layer's state outside its weights (e.g. Dropout's random stream), for exact checkpoints."""
+        return [layer.get_state() for layer in self.layers]
+
+    def set_state(self, states: Sequence[dict[str, Any] | None]) -> None:
+        """Restore what `get_state` returned (same architecture)."""
+        if len(states) != len(self.layers):
+            raise ValueError(f"set_state got {len(states)} layer states but the model has {len(self.layers)} layers.")
+        for layer, state in zip(self.layers, states):
+            if state is not None:
+                layer.set_state(state)
 
     def set_weights(self, weights: Sequence[Any]) -> None:
         """Load weights given in `get_weights()` order and shapes (e.g. from tf.keras's model.get_weights())."""
         self._require_built()
         backend = get_backend()
-        slots = [(layer, key) for layer in self.layers for key in layer.params]
+        slots = self.weight_slots()
         if len(weights) != len(slots):
             raise ValueError(
                 f"set_weights got {len(weights)} arrays but the model has {len(slots)} (see get_weights())."
@@ -136,36 +152,39 @@ class Sequential:
         new = []
         for i, ((layer, key), w) in enumerate(zip(slots, weights)):
             arr = np.asarray(backend.to_host(w))
-            if arr.shape != layer.params[key].shape:
+            if arr.shape != layer.weights[key].shape:
                 raise ValueError(
                     f"weight {i} ({layer.name} {key}) must have shape "
-                    f"{tuple(layer.params[key].shape)}; got {arr.shape}."
+                    f"{tuple(layer.weights[key].shape)}; got {arr.shape}."
                 )
             if not np.isfinite(arr).all():
                 raise ValueError(f"weight {i} ({layer.name} {key}) holds NaN or Inf; pass finite weights.")
             new.append(backend.asarray(np.array(arr, dtype=self.dtype, copy=True)))
         for (layer, key), arr in zip(slots, new):
-            layer.params[key] = arr
+            (layer.params if key in layer.params else layer.non_trainable)[key] = arr
 
     def summary(self) -> str:
         """A table of layers, output shapes and parameter counts."""
         self._require_built()
         lines = [f"{'layer':<40}{'output shape':<22}{'params':>8}"]
         for layer in self.layers:
-            count = sum(int(np.prod(p.shape)) for p in layer.params.values())
+            count = sum(int(np.prod(p.shape)) for p in layer.weights.values())
             lines.append(f"{layer!r:<40.40}{str(('n', *layer.output_shape)):<22}{count:>8}")
         lines.append(f"total params: {sum(int(np.prod(p.shape)) for p in self.parameters())}  dtype: {self.dtype}")
         return "\n".join(lines)
 
     # ---- passes ----------------------------------------------------------------------------------
-    def forward(self, x: Array, record: bool = False) -> tuple[Array, list[Any], list[Array] | None]:
+    def forward(
+        self, x: Array, record: bool = False, training: bool = False
+    ) -> tuple[Array, list[Any], list[Array] | None]:
         """Logits, the plan units' caches, and (when `record`) each layer's output.
 
         Without `record`, Conv2D → ReLU → MaxPool2D triples run fused (xpnn.layers.fused); with it, layer by layer.
+        `training` selects the mode of Dropout and BatchNormalization (Keras's `training` argument).
         """
         caches, outputs = [], [] if record else None
         for unit in plan(self.layers, fuse=not record):
-            x, cache = unit.forward(x)
+            x, cache = unit.forward(x, training=training)
             caches.append(cache)
             if outputs is not None:
                 outputs.append(x)
@@ -187,9 +206,9 @@ class Sequential:
         grads = [g[key] for layer, g in zip(self.layers, per_layer) for key in layer.params]
         return grads, input_grads
 
-    def run_pass(self, x: Array, y: Array, loss: Loss, record: bool = False) -> Pass:
-        """Forward, loss and backward on prepared backend arrays, without touching the weights."""
-        logits, caches, outputs = self.forward(x, record)
+    def run_pass(self, x: Array, y: Array, loss: Loss, record: bool = False, training: bool = True) -> Pass:
+        """Forward (training mode unless told), loss and backward on prepared backend arrays; no update."""
+        logits, caches, outputs = self.forward(x, record, training)
         cost, dlogits = loss(logits, y)
         grads, input_grads = self.backward(dlogits, caches, record)
         return Pass(cost, logits, grads, outputs, input_grads)

@@ -3,6 +3,14 @@
 `forward(x)` returns the output and a cache (a frozen dataclass); `backward(dout, cache)`
 returns the input gradient (None when `need_dx` is False, as for the first layer) and
 the parameter gradients keyed like `params`.
+
+Layers whose forward depends on the mode (Dropout, BatchNormalization) set `takes_training = True`
+and take `forward(x, training=False)`, as Keras's `call(inputs, training=None)`; the model passes
+`training=True` from fit/train_on_batch and False from predict/evaluate. `params` are the trainable
+weights (handed to optimizers); `non_trainable` holds weights that training changes by other means
+(BatchNorm's moving statistics). `get_weights()` lists each layer's params then its non_trainable,
+Keras's order. A layer with state outside its weights (Dropout's random stream) returns it from
+`get_state()` (JSON-friendly) so that checkpoints resume it exactly.
 """
 
 from __future__ import annotations
@@ -18,8 +26,11 @@ from xpnn.types import Array, IntPair
 class Layer:
     """Base class; subclasses set `params` in `build` and implement forward/backward."""
 
+    takes_training = False  # True: forward(x, training=...) (Dropout, BatchNormalization)
+
     def __init__(self) -> None:
         self.params: dict[str, Array] = {}
+        self.non_trainable: dict[str, Array] = {}
         self.input_shape: tuple[int, ...] | None = None
         self.output_shape: tuple[int, ...] | None = None
 
@@ -45,6 +56,18 @@ class Layer:
     def get_config(self) -> dict[str, Any]:
         """The constructor arguments, JSON-friendly."""
         return {}
+
+    @property
+    def weights(self) -> dict[str, Array]:
+        """Every weight in Keras order: the trainable `params`, then `non_trainable`."""
+        return {**self.params, **self.non_trainable}
+
+    def get_state(self) -> dict[str, Any] | None:
+        """State outside the weights that a checkpoint must keep (JSON-friendly), or None."""
+        return None
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore what `get_state` returned."""
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())

@@ -101,8 +101,9 @@ class Single:
     def __init__(self, layer: Layer) -> None:
         self.layers = (layer,)
 
-    def forward(self, x: Array):
-        return self.layers[0].forward(x)
+    def forward(self, x: Array, training: bool = False):
+        layer = self.layers[0]
+        return layer.forward(x, training=training) if layer.takes_training else layer.forward(x)
 
     def backward(self, dout: Array, cache, need_dx: bool = True):
         dx, grads = self.layers[0].backward(dout, cache, need_dx)
@@ -162,7 +163,7 @@ class ConvReluPool:
         buf[:, top : top + h, left : left + w] = x[start:stop]
         return buf
 
-    def forward(self, x: Array) -> tuple[Array, ConvReluPoolCache]:
+    def forward(self, x: Array, training: bool = False) -> tuple[Array, ConvReluPoolCache]:
         backend = get_backend()
         xp, kernels = backend.xp, backend.kernels
         conv, _, pool = self.layers
