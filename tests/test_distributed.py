@@ -103,10 +103,10 @@ def test_distributed_argument_is_checked():
 
 
 def test_checkpoint_resumes_exactly(tmp_path):
-    ckpt = tmp_path / "run.npz"
+    ckpt = tmp_path / "run.h5"
     reference, ref_weights = single_process(3, 45, n=90)
     first, _ = single_process(2, 45, n=90, checkpoint=ckpt)
-    assert ckpt.exists() and [p.name for p in tmp_path.iterdir()] == ["run.npz"]  # no temporary left over
+    assert ckpt.exists() and [p.name for p in tmp_path.iterdir()] == ["run.h5"]  # no temporary left over
     resumed, weights = single_process(3, 45, n=90, checkpoint=ckpt)
     assert resumed["loss"][:2] == first["loss"]  # the history came back from the file
     assert resumed["loss"] == reference["loss"]
@@ -115,11 +115,40 @@ def test_checkpoint_resumes_exactly(tmp_path):
 
 
 def test_checkpoint_refuses_another_optimizer(tmp_path):
-    ckpt = tmp_path / "run.npz"
+    ckpt = tmp_path / "run.h5"
     single_process(1, 45, n=45, checkpoint=ckpt)
     (x, y), _ = xpnn.datasets.load_embedded(n_train=45, n_test=6)
-    with pytest.raises(ValueError, match="was written with Adam"):
+    with pytest.raises(ValueError, match=r"differ from the checkpoint's \(.*optimizer\.class_name: \"Adam\" → \"SGD\""):
         reference_model("float64").fit(x, y, epochs=2, optimizer="sgd", verbose=0, checkpoint=ckpt)
+
+
+def test_checkpoint_refuses_other_data_and_names_it(tmp_path):
+    """fit(checkpoint=...) is the run folder's format: it will not silently continue on other data or architecture."""
+    ckpt = tmp_path / "run.h5"
+    single_process(1, 45, n=45, checkpoint=ckpt)
+    (x, y), _ = xpnn.datasets.load_embedded(n_train=45, n_test=6)
+    with pytest.raises(ValueError, match=r"differ from the checkpoint's \(data\.train\.x\.sha256"):
+        reference_model("float64").fit(x[::-1], y, epochs=2, batch_size=45, optimizer=reference_optimizer(), seed=1,
+                                       verbose=0, checkpoint=ckpt)  # fmt: skip
+    wide = xpnn.Sequential([xpnn.Flatten(), xpnn.Dense(6)], dtype="float64")
+    with pytest.raises(ValueError, match=r"differ from the checkpoint's \(.*layers"):
+        wide.fit(x, y, epochs=2, batch_size=45, optimizer=reference_optimizer(), seed=1, verbose=0, checkpoint=ckpt)
+
+
+def test_backup_and_restore_callback_deletes_its_checkpoint_when_done(tmp_path):
+    from xpnn.callbacks import BackupAndRestore
+
+    (x, y), _ = xpnn.datasets.load_embedded(n_train=45, n_test=6)
+    seen = []
+
+    class Look(xpnn.training.Callback):
+        def on_epoch_end(self, model, state, logs):
+            seen.append(sorted(p.name for p in (tmp_path / "backup").iterdir()))
+
+    reference_model("float64").fit(x, y, epochs=2, batch_size=45, verbose=0,
+                                   callbacks=[Look(), BackupAndRestore(tmp_path / "backup")])  # fmt: skip
+    assert seen == [[], ["checkpoint.h5"]]  # Look runs before the backup of the same epoch
+    assert not (tmp_path / "backup" / "checkpoint.h5").exists()
 
 
 @needs_mpi
@@ -150,7 +179,7 @@ def test_two_ranks_equal_one_process(tmp_path):
 @needs_mpi
 def test_checkpoint_from_two_ranks_resumes_on_one(tmp_path):
     """Uneven shards (45 → 23 + 22) for 2 epochs on 2 ranks, then epoch 3 in one plain process."""
-    ckpt = tmp_path / "run.npz"
+    ckpt = tmp_path / "run.h5"
     run = launch(2, "--n", "100", "--epochs", "2", "--batch-size", "45", "--checkpoint", str(ckpt))
     assert run.returncode == 0, run.stderr
     resumed, weights = single_process(3, 45, n=100, checkpoint=ckpt)

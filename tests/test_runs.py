@@ -171,16 +171,30 @@ def test_cli_resume_of_an_edited_run_is_refused(tmp_path, capsys):
     assert cli.main(["train", *TRAIN, "-q", "--epochs", "1", "--run-dir", str(tmp_path)]) == 0
     folder = only_run(tmp_path)
     config = json.loads((folder / "config.json").read_text())
-    config["epochs"] = 5
+    config["batch_size"] = 8
     (folder / "config.json").write_text(json.dumps(config))
     capsys.readouterr()
     assert cli.main(["train", "--resume", str(folder)]) == 2
     err = capsys.readouterr().err
-    assert "config.json was changed after the run started (epochs: 1 → 5)" in err and "Undo the change" in err
-    assert cli.main(["train", "--resume", str(folder), "--epochs", "5"]) == 2
-    assert "--resume takes every setting from the run's config.json; drop --epochs" in capsys.readouterr().err
+    assert "config.json was changed after the run started (batch_size: 16 → 8)" in err and "Undo the change" in err
+    assert cli.main(["train", "--resume", str(folder), "--batch-size", "16"]) == 2
+    assert "--resume takes every setting but --epochs from the run's config.json; drop --batch-size" in (
+        capsys.readouterr().err
+    )
     assert cli.main(["train", "--resume", str(tmp_path)]) == 2
     assert "is not a run folder (it has no config.json)" in capsys.readouterr().err
+
+
+def test_cli_resume_with_more_epochs_extends_the_run_exactly(tmp_path):
+    """`xpnn train --resume RUN --epochs 3` after a 1-epoch run equals a 3-epoch run from the start."""
+    short, full = tmp_path / "short", tmp_path / "full"
+    assert cli.main(["train", *TRAIN, "-q", "--epochs", "1", "--run-dir", str(short)]) == 0
+    assert cli.main(["train", "--resume", str(only_run(short)), "--epochs", "3", "-q"]) == 0
+    assert cli.main(["train", *TRAIN, "-q", "--epochs", "3", "--run-dir", str(full)]) == 0
+    extended, straight = final_state(only_run(short)), final_state(only_run(full))
+    assert extended[2] == straight[2] and len(straight[2]) == 3
+    assert all(np.array_equal(a, b) for a, b in zip(extended[0] + extended[1], straight[0] + straight[1]))
+    assert "epochs extended from 1 to 3" in (only_run(short) / "events.log").read_text()
 
 
 # ---- divergence and stuck runs -------------------------------------------------------------------------
@@ -477,7 +491,28 @@ def test_progress_bar_and_line_mode(data):
     model = reference_model(seed=1)
     model.fit(x, y, epochs=2, batch_size=16, callbacks=[ProgressBar(2, 3, file=out)], verbose=0)
     text = out.getvalue()
-    assert "epoch 1/2" in text and "epoch 2/2" in text and "3/3" in text and "loss=" in text
-    assert re.search(r"\bs=\d+\.\d", text)  # seconds per epoch
+    assert "epoch 1/2" in text and "epoch 2/2" in text and "3/3" in text and "loss 1." in text
+    assert re.search(r"\d+\.\d\d s *\n", text)  # seconds per epoch
     assert progress_callbacks(1, 2, 3) == ([], 1)  # pytest's stdout is not a terminal: one line per epoch
     assert progress_callbacks(0, 2, 3) == ([], 0)
+
+
+def test_progress_line_shows_every_figure_in_full_at_80_columns(data):
+    """The epoch's logs (loss, accuracy, val_*) appear whole at 80 columns, in the loop's order, no line cut."""
+    import io
+
+    from xpnn.callbacks import ProgressBar
+
+    (x, y), (xt, yt) = data
+    out = io.StringIO()
+    model = reference_model(seed=1)
+    bar = ProgressBar(2, 3, file=out, width=80, interval=0.0)
+    history = model.fit(x, y, epochs=2, batch_size=16, validation_data=(xt, yt), callbacks=[bar], verbose=0)
+    text = out.getvalue()
+    screen_lines = [line for chunk in text.split("\n") for line in chunk.split("\r")]
+    assert max(len(line.rstrip()) for line in screen_lines) <= 79
+    last = text.rsplit("epoch 2/2  3/3", 1)[1]
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert f"{key} {history.history[key][-1]:.4f}" in last, key
+    assert last.index("loss") < last.index("accuracy") < last.index("val_loss")  # the loop's order, not sorted
+    assert "cost=" not in text and "s=" not in text

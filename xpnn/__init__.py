@@ -8,18 +8,18 @@ import os
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 from xpnn import datasets, distributed, layers, losses, optimizers
+from xpnn.api import Sequential, load_model
 from xpnn.backends import get_backend, set_backend
 from xpnn.errors import DivergedError
-from xpnn.io import load_model
 from xpnn.layers import AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sigmoid, Softmax, Tanh
 from xpnn.losses import get_loss
-from xpnn.model import History, Sequential
 from xpnn.optimizers import SGD, Adam, get_optimizer
 from xpnn.trace import trace  # the function; the module stays importable as `from xpnn.trace import ...`
-
-__version__ = "0.1.0"
+from xpnn.training import History
+from xpnn.version import __version__
 
 __all__ = [
+    "__version__",
     "SGD",
     "Adam",
     "AvgPool2D",

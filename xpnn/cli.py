@@ -171,8 +171,8 @@ def data_from_run(config: dict[str, Any], say: Any = print) -> tuple[tuple, tupl
 
 
 def build_model(settings: dict[str, Any], input_shape: tuple[int, ...], classes: int) -> Any:
+    from xpnn.api import Sequential
     from xpnn.io import layers_from_configs
-    from xpnn.model import Sequential
     from xpnn.reference import reference_layers
 
     layers = reference_layers(classes) if settings["layers"] is None else layers_from_configs(settings["layers"])
@@ -196,20 +196,22 @@ def make_optimizer(name: str, learning_rate: float) -> Any:
 # ---- commands ----------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
     from xpnn.backends import set_backend
-    from xpnn.runs import RunDir, read_config
+    from xpnn.training.run_folder import RunDir, read_config
 
     say = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, **k, file=sys.stderr))
     given = {k: v for k, v in vars(args).items() if k in SETTINGS and v is not None}
     if args.resume:
-        if given or args.config:
-            flags = ", ".join(f"--{k.replace('_', '-')}" for k in given) or "--config"
+        fixed = {k: v for k, v in given.items() if k != "epochs"}  # --epochs may extend the run
+        if fixed or args.config:
+            flags = ", ".join(f"--{k.replace('_', '-')}" for k in fixed) or "--config"
             raise CLIError(
-                f"--resume takes every setting from the run's config.json; drop {flags} "
+                f"--resume takes every setting but --epochs from the run's config.json; drop {flags} "
                 "(start a new run to change settings)."
             )
         config = read_config(args.resume)
         settings = {k: d for k, (_, d) in SETTINGS.items()}
         settings.update(check_settings(settings_from_run_config(config), f"{args.resume}/config.json"))
+        settings.update(check_settings({k: v for k, v in given.items() if k == "epochs"}, "command line"))
         settings["plot"] = not args.no_plot
     else:
         settings = {k: d for k, (_, d) in SETTINGS.items()}
@@ -263,7 +265,7 @@ def _env_backend() -> str:
 
 def evaluate_run(model: Any, folder: Path, train: tuple, test: tuple) -> dict[str, dict[str, float]]:
     """Loss and accuracy of `model` on the run's data, written to evaluation.json in the run folder."""
-    from xpnn.runs import write_text
+    from xpnn.training.run_folder import write_text
 
     figures = {"train": model.evaluate(*train), "test": model.evaluate(*test)}
     write_text(folder / "evaluation.json", json.dumps(figures, indent=2) + "\n")
@@ -272,8 +274,8 @@ def evaluate_run(model: Any, folder: Path, train: tuple, test: tuple) -> dict[st
 
 def _run_model(folder: str) -> tuple[Any, dict[str, Any]]:
     """A run's final model (model.h5), or its last checkpoint when it has not finished."""
-    from xpnn.io import load_model
-    from xpnn.runs import CHECKPOINT, MODEL, read_config
+    from xpnn.api import load_model
+    from xpnn.training.run_folder import CHECKPOINT, MODEL, read_config
 
     config = read_config(folder)
     for name in (MODEL, CHECKPOINT):
@@ -347,7 +349,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from xpnn.runs import CONFIG, STATUS
+    from xpnn.training.run_folder import CONFIG, STATUS
 
     root = Path(args.run_dir)
     if not root.is_dir():

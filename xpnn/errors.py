@@ -4,11 +4,12 @@ from __future__ import annotations
 
 
 class DivergedError(FloatingPointError):
-    """Training produced a non-finite cost; says where and what to try."""
+    """Training produced a non-finite cost (or weight, or validation loss); says where and what to try."""
 
-    def __init__(self, epoch: int, step: int, cost: float) -> None:
-        self.epoch, self.step, self.cost = epoch, step, cost
+    def __init__(self, epoch: int, step: int, cost: float, what: str = "the cost") -> None:
+        self.epoch, self.step, self.cost, self.what = epoch, step, cost, what
+        value = f"became {cost}" if what == "the cost" or cost == cost else "became non-finite"
         super().__init__(
-            f"the cost became {cost} at epoch {epoch}, step {step} (both counted from 1): training diverged. "
+            f"{what} {value} at epoch {epoch}, step {step} (both counted from 1): training diverged. "
             "Lower the learning rate, check the inputs are scaled (e.g. images to [0, 1]), or try another seed."
         )

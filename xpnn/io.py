@@ -13,7 +13,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import h5py
 import numpy as np
@@ -22,10 +22,9 @@ from xpnn import layers as layer_module
 from xpnn import optimizers as optimizer_module
 from xpnn.backends import get_backend
 from xpnn.layers.base import Layer
+from xpnn.model import Model
 from xpnn.optimizers import Optimizer
-
-if TYPE_CHECKING:
-    from xpnn.model import Sequential
+from xpnn.version import __version__
 
 FORMAT = "xpnn-model"
 FORMAT_VERSION = 1
@@ -104,7 +103,7 @@ def _write_error(target: Path, exc: OSError) -> OSError:
 
 
 # ---- what goes in the file -------------------------------------------------------------------------
-def layer_configs(model: Sequential) -> list[dict[str, Any]]:
+def layer_configs(model: Model) -> list[dict[str, Any]]:
     """[{"class_name": "Conv2D", "config": {...}}, ...]: enough to rebuild the stack."""
     return [{"class_name": type(layer).__name__, "config": layer.get_config()} for layer in model.layers]
 
@@ -165,9 +164,8 @@ def _read_arrays(group: h5py.Group) -> list[np.ndarray]:
     return [np.asarray(group[key]) for key in sorted(group.keys())]
 
 
-def write_model(f: h5py.File, model: Sequential, optimizer: Optimizer | None) -> None:
+def write_model(f: h5py.File, model: Model, optimizer: Optimizer | None) -> None:
     """Fill an open HDF5 file with the model (and the optimizer's config and state)."""
-    from xpnn import __version__
 
     f.attrs["format"] = FORMAT
     f.attrs["format_version"] = FORMAT_VERSION
@@ -187,7 +185,7 @@ def write_model(f: h5py.File, model: Sequential, optimizer: Optimizer | None) ->
                 group.attrs[f"state.{key}"] = json.dumps(value)
 
 
-def save_model(model: Sequential, path: PathLike, optimizer: Optimizer | None = None) -> Path:
+def save_model(model: Model, path: PathLike, optimizer: Optimizer | None = None) -> Path:
     """Save `model` and `optimizer` (default: the one it last trained with, else its compiled one) atomically."""
     model._require_built()
     opt = optimizer if optimizer is not None else getattr(model, "_last_optimizer", None) or model.optimizer
@@ -229,13 +227,11 @@ def open_model_file(path: PathLike, what: str = "model") -> h5py.File:
     return f
 
 
-def read_model(f: h5py.File) -> tuple[Sequential, Optimizer | None]:
-    """The model and optimizer held in an open xpnn file (the caller has checked its format)."""
-    from xpnn.model import Sequential
-
+def read_model(f: h5py.File, cls: type[Model] | None = None) -> tuple[Model, Optimizer | None]:
+    """The model (a `cls`, default `xpnn.model.Model`) and optimizer held in an open xpnn file (format checked)."""
     try:
         layers = layers_from_configs(json.loads(f.attrs["layers"]))
-        model = Sequential(layers, dtype=str(f.attrs["dtype"]))
+        model = (cls or Model)(layers, dtype=str(f.attrs["dtype"]))
         model.build(tuple(json.loads(f.attrs["input_shape"])), seed=0)
         model.set_weights(_read_arrays(f["weights"]))
         optimizer = None
@@ -258,10 +254,10 @@ def read_model(f: h5py.File) -> tuple[Sequential, Optimizer | None]:
     return model, optimizer
 
 
-def load_model(path: PathLike) -> Sequential:
-    """The model saved at `path`, compiled with its saved optimizer (state included) when there is one."""
+def load_model(path: PathLike, cls: type[Model] | None = None) -> Model:
+    """The model saved at `path` (a `cls`; `xpnn.load_model` gives an `xpnn.Sequential`), with its saved optimizer."""
     with open_model_file(path) as f:
-        model, optimizer = read_model(f)
+        model, optimizer = read_model(f, cls)
     if optimizer is not None:
         model.optimizer = optimizer
     return model

@@ -1,34 +1,27 @@
-"""Sequential: a stack of layers with the Keras surface (build, fit, evaluate, predict, train_on_batch).
+"""Model: a stack of layers, its weights, and its forward/backward passes, predict and evaluate.
 
-Weights are exchanged as host NumPy arrays in Keras order and TensorFlow layouts, so they
-move between xpnn and tf.keras without transposes.
+This floor knows nothing of training loops, files or MPI: `xpnn.training` trains a Model, `xpnn.io`
+saves one, and `xpnn.api.Sequential` (what `xpnn.Sequential` is) adds Keras's compile/fit/save on top.
+Weights are exchanged as host NumPy arrays in Keras order and TensorFlow layouts, so they move between
+xpnn and tf.keras without transposes.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from xpnn.backends import get_backend
-from xpnn.callbacks import progress_callbacks
-from xpnn.data.batches import check_shuffle
 from xpnn.errors import DivergedError
 from xpnn.inputs import prepare_x, prepare_y
 from xpnn.layers.base import Layer
 from xpnn.layers.fused import plan
 from xpnn.losses import Loss, get_loss
-from xpnn.optimizers import Optimizer, get_optimizer
-from xpnn.trace import TraceRecorder, tracing
-from xpnn.train import Callback, History, TrainState, train_epochs
+from xpnn.optimizers import Optimizer
 from xpnn.types import Array
-
-if TYPE_CHECKING:
-    from xpnn.distributed.parallel import DataParallel
-    from xpnn.runs import RunDir
 
 DTYPES = ("float32", "float64")
 PREDICT_CHUNK = 256
@@ -53,15 +46,8 @@ def _positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
-def _distributed_root() -> bool:
-    """Whether this process is rank 0 of the MPI world (only it keeps the run folder)."""
-    from xpnn.distributed.world import init
-
-    return init().is_root
-
-
-class Sequential:
-    """A linear stack of layers: `Sequential([Conv2D(8, 4, padding="same"), ReLU(), ...], dtype="float32")`."""
+class Model:
+    """A linear stack of layers with its weights and passes; `xpnn.Sequential` is this plus training and files."""
 
     def __init__(self, layers: Iterable[Layer], dtype: str = "float32") -> None:
         self.layers = list(layers)
@@ -76,15 +62,14 @@ class Sequential:
         self.input_shape: tuple[int, ...] | None = None
         self.optimizer: Optimizer | None = None
         self.loss: Loss | None = None
-        self._named_optimizers: dict[str, Optimizer] = {}
-        self._last_optimizer: Optimizer | None = None  # what save() stores when not compiled
+        self.stop_training = False  # a callback sets it to end training after the current batch (Keras)
 
     # ---- structure and weights -------------------------------------------------------------------
     @property
     def built(self) -> bool:
         return self.input_shape is not None
 
-    def build(self, input_shape: Sequence[int], seed: int | None = 0) -> Sequential:
+    def build(self, input_shape: Sequence[int], seed: int | None = 0) -> Model:
         """Create every layer's weights for per-sample `input_shape` (e.g. (64, 64, 3)); kernels glorot, biases 0."""
         shape = tuple(int(s) for s in input_shape)
         if not shape or min(shape) < 1:
@@ -211,27 +196,33 @@ class Sequential:
         logits, caches, outputs = self.forward(x, record, training)
         cost, dlogits = loss(logits, y)
         grads, input_grads = self.backward(dlogits, caches, record)
+        cost = self._add_regularization(cost, grads)
         return Pass(cost, logits, grads, outputs, input_grads)
 
-    # ---- user entry points -----------------------------------------------------------------------
-    def compile(self, optimizer: str | Optimizer = "adam", loss: str | Loss = "softmax_cross_entropy") -> Sequential:
-        """Remember an optimizer and a loss for calls that leave them out."""
-        self.optimizer = get_optimizer(optimizer)
-        self.loss = get_loss(loss)
-        return self
+    def _add_regularization(self, cost: Array, grads: list[Array]) -> Array:
+        """Keras's weight penalties: each layer's `regularizers[key](w)` joins the cost, its gradient the grads."""
+        i = 0
+        for layer in self.layers:
+            regs = getattr(layer, "regularizers", None) or {}
+            for key, w in layer.params.items():
+                reg = regs.get(key)
+                if reg is not None:
+                    cost = cost + reg(w)
+                    grads[i] = grads[i] + reg.gradient(w)
+                i += 1
+        return cost
 
-    def _resolve(self, optimizer: str | Optimizer | None, loss: str | Loss | None) -> tuple[Optimizer, Loss]:
-        if optimizer is None:
-            optimizer = self.optimizer or "adam"
-        if isinstance(optimizer, str):  # a name keeps its state across calls, as a compiled optimizer would
-            key = optimizer.strip().lower()
-            if key not in self._named_optimizers:
-                self._named_optimizers[key] = get_optimizer(optimizer)
-            optimizer = self._named_optimizers[key]
-        self._last_optimizer = get_optimizer(optimizer)
-        return self._last_optimizer, get_loss(loss if loss is not None else (self.loss or "softmax_cross_entropy"))
+    # ---- one update ------------------------------------------------------------------------------
+    def train_step(self, xb: Array, yb: Array, optimizer: Optimizer, loss: Loss, record: bool = False) -> Pass:
+        """One training-mode pass on prepared arrays and the optimizer's update; the pass (cost before the update)."""
+        p = self.run_pass(xb, yb, loss, record=record, training=True)
+        if not np.isfinite(float(p.cost)):
+            raise DivergedError(1, 1, float(p.cost))
+        optimizer.apply(self.parameters(), p.grads)
+        return p
 
     def _prepare(self, x: Any, y: Any | None, seed: int | None = 0) -> tuple[Array, Array | None]:
+        """Check and move (x, y) to the backend as fit does; an unbuilt model is built for x's shape first."""
         backend = get_backend()
         if not self.built:
             shape = getattr(x, "shape", None) or np.shape(x)
@@ -240,31 +231,8 @@ class Sequential:
         yb = None if y is None else prepare_y(y, len(xb), self.output_shape[-1], self.dtype, backend)
         return xb, yb
 
-    def train_on_batch(
-        self,
-        x: Any,
-        y: Any,
-        optimizer: str | Optimizer | None = None,
-        loss: str | Loss | None = None,
-        trace: str | os.PathLike | TraceRecorder | None = None,
-    ) -> float:
-        """One update on exactly this batch; returns the cost of its forward pass (before the update).
-
-        `trace="step.h5"` writes this step to a trace file; pass an open `TraceRecorder` to record many steps.
-        """
-        opt, loss_fn = self._resolve(optimizer, loss)
-        xb, yb = self._prepare(x, y)
-        with tracing(trace) as recorder:
-            if recorder is not None:
-                recorder.start(self)
-            p = self.run_pass(xb, yb, loss_fn, record=recorder is not None and recorder.record)
-            cost = float(p.cost)
-            if not np.isfinite(cost):
-                raise DivergedError(1, 1, cost)
-            opt.apply(self.parameters(), p.grads)
-            if recorder is not None:
-                recorder.write_step(self, p)
-        return cost
+    def _default_loss(self, loss: str | Loss | None) -> Loss:
+        return get_loss(loss if loss is not None else (self.loss or "softmax_cross_entropy"))
 
     def predict(self, x: Any, batch_size: int | None = None) -> np.ndarray:
         """Logits for `x` as a host array, computed in chunks of `batch_size` (default 256)."""
@@ -278,7 +246,7 @@ class Sequential:
         self, x: Any, y: Any, loss: str | Loss | None = None, batch_size: int | None = None
     ) -> dict[str, float]:
         """{"loss": mean cost over all samples, "accuracy": argmax match rate}."""
-        loss_fn = get_loss(loss if loss is not None else (self.loss or "softmax_cross_entropy"))
+        loss_fn = self._default_loss(loss)
         xb, yb = self._prepare(x, y)
         return self.evaluate_prepared(xb, yb, loss_fn, batch_size)
 
@@ -292,104 +260,3 @@ class Sequential:
             total_cost = total_cost + cost * len(logits)
             correct = correct + (logits.argmax(axis=1) == yb[i : i + chunk].argmax(axis=1)).sum()
         return {"loss": float(total_cost) / len(xb), "accuracy": float(correct) / len(xb)}
-
-    def fit(
-        self,
-        x: Any,
-        y: Any,
-        epochs: int = 1,
-        batch_size: int = 64,
-        optimizer: str | Optimizer | None = None,
-        loss: str | Loss | None = None,
-        shuffle: str | bool = "random",
-        seed: int | None = 0,
-        validation_data: tuple[Any, Any] | None = None,
-        verbose: int = 1,
-        callbacks: list[Callback] | None = None,
-        distributed: bool | DataParallel = False,
-        checkpoint: str | os.PathLike | None = None,
-        run_dir: str | os.PathLike | RunDir | None = None,
-        resume: bool = False,
-        trace: str | os.PathLike | TraceRecorder | None = None,
-    ) -> History:
-        """Train for `epochs` over minibatches of `batch_size`; per-epoch loss/accuracy (and val_*) in History.
-
-        "loss" is the epoch's mean cost per sample (batch costs weighted by batch size, as Keras);
-        "accuracy" counts argmax matches on the fly, before each batch's update. The dataset moves to
-        the backend once; costs stay on the device and are read once per epoch. `run_dir="runs/"` keeps
-        the run in `runs/<run id>/` (xpnn.runs); `run_dir="runs/<id>", resume=True` continues it exactly.
-        On a terminal `verbose=1` shows a tqdm bar per epoch, elsewhere one line per epoch.
-
-        `distributed=True` trains data-parallel over the MPI world (launch with mpiexec; see
-        xpnn.distributed): `batch_size` is the global batch, split over the ranks, and the run equals
-        one process's. `checkpoint=path` resumes from that file if it exists and rewrites it (rank 0)
-        after every epoch.
-
-        `trace="run.h5"` records every step (cost, layer outputs, gradients, updated weights) to an HDF5
-        file (see xpnn.trace).
-        """
-        epochs = int(epochs) if isinstance(epochs, (int, np.integer)) and not isinstance(epochs, bool) else epochs
-        if not isinstance(epochs, int) or epochs < 0:
-            raise ValueError(f"epochs must be an int >= 0; got {epochs!r}.")
-        batch_size = _positive_int("batch_size", batch_size)
-        shuffle = check_shuffle(shuffle)
-        opt, loss_fn = self._resolve(optimizer, loss)
-        xb, yb = self._prepare(x, y, seed)
-        val = None
-        if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError("validation_data must be a pair (x_val, y_val).")
-            val = self._prepare(*validation_data)
-        state = TrainState(rng=np.random.default_rng(seed))
-        steps = -(-len(xb) // batch_size)
-        extra, loop_verbose = progress_callbacks(verbose, epochs, steps)
-        run = None
-        if run_dir is not None and (distributed is False or _distributed_root()):
-            from xpnn.runs import attach
-
-            fit_args = {"epochs": epochs, "batch_size": batch_size, "shuffle": shuffle, "seed": seed}
-            run, more = attach(self, run_dir, resume, opt, loss_fn, x, y, validation_data, state, verbose, **fit_args)
-            extra += more
-        elif resume:
-            raise ValueError("resume=True needs run_dir, the run folder to continue (e.g. run_dir='runs/<run id>').")
-        callbacks = [*(callbacks or ()), *extra]
-        if checkpoint is not None:
-            from xpnn.distributed.checkpoint import Checkpoint
-
-            callbacks.append(Checkpoint(checkpoint, opt))
-            callbacks[-1].resume(self, state)
-        with tracing(trace) as recorder:
-            if recorder is not None:
-                callbacks.append(recorder)
-            try:
-                if distributed is not False:
-                    from xpnn.distributed.parallel import as_data_parallel
-
-                    return as_data_parallel(distributed).train(
-                        self,
-                        xb,
-                        yb,
-                        epochs,
-                        batch_size,
-                        opt,
-                        loss_fn,
-                        shuffle,
-                        seed,
-                        state,
-                        val,
-                        callbacks,
-                        loop_verbose,
-                    )
-                return train_epochs(
-                    self, xb, yb, epochs, batch_size, opt, loss_fn, shuffle, state, val, callbacks, loop_verbose
-                )
-            except DivergedError as exc:
-                if run is None:
-                    raise
-                raise run.diverged(self, state, exc) from None
-
-    def save(self, path: str | os.PathLike, optimizer: Optimizer | None = None) -> None:
-        """Write the model (architecture, weights, dtype, optimizer state) to an HDF5 file atomically (xpnn.io)."""
-        from xpnn.io import save_model
-
-        save_model(self, path, optimizer)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from xpnn.api import Sequential
 from xpnn.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
-from xpnn.model import Sequential
 from xpnn.optimizers import Adam
 
 LEARNING_RATE = 0.009

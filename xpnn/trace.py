@@ -20,17 +20,15 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import h5py
 import numpy as np
 
 from xpnn.backends import get_backend
 from xpnn.losses import Loss, get_loss
-from xpnn.train import Batch, Callback, TrainState
-
-if TYPE_CHECKING:
-    from xpnn.model import Pass, Sequential
+from xpnn.model import Model, Pass
+from xpnn.training.loop import Batch, Callback, TrainState
 
 FORMAT = "xpnn-trace"
 VERSION = 1
@@ -52,8 +50,11 @@ def _host(arrays: Sequence[Any]) -> list[np.ndarray]:
     return [np.array(backend.to_host(a), copy=True) for a in arrays]
 
 
-def trace(model: Sequential, x: Any, y: Any, loss: str | Loss | None = None) -> Trace:
+def trace(model: Model, x: Any, y: Any, loss: str | Loss | None = None, training: bool = True) -> Trace:
     """Run one forward and backward pass on (x, y) without updating the weights and return every layer's truth.
+
+    `training` selects Dropout's and BatchNormalization's mode (True, as in a training step); layer state that
+    a training-mode pass changes (BatchNorm's moving statistics, Dropout's stream) is put back afterwards.
 
     `loss` defaults to the model's compiled loss, else "softmax_cross_entropy". x and y are checked and
     converted as `fit` does (uint8 images scaled to [0, 1], integer labels made one-hot); an unbuilt
@@ -61,7 +62,11 @@ def trace(model: Sequential, x: Any, y: Any, loss: str | Loss | None = None) -> 
     """
     loss_fn = get_loss(loss if loss is not None else (model.loss or "softmax_cross_entropy"))
     xb, yb = model._prepare(x, y)
-    p = model.run_pass(xb, yb, loss_fn, record=True)
+    weights, layer_state = model.get_weights(), model.get_state()
+    p = model.run_pass(xb, yb, loss_fn, record=True, training=training)
+    if any(layer.non_trainable for layer in model.layers):
+        model.set_weights(weights)
+    model.set_state(layer_state)
     return Trace(
         cost=float(p.cost),
         logits=_host([p.logits])[0],
@@ -111,7 +116,7 @@ class TraceRecorder(Callback):
     def closed(self) -> bool:
         return self._file is None
 
-    def start(self, model: Sequential) -> None:
+    def start(self, model: Model) -> None:
         """Open the temporary file and write the run's description and initial weights (once)."""
         if self._file is not None:
             return
@@ -126,7 +131,7 @@ class TraceRecorder(Callback):
         self._file = f
 
     def write_step(
-        self, model: Sequential, result: Pass, epoch: int = 0, index: int = 0, indices: np.ndarray | None = None
+        self, model: Model, result: Pass, epoch: int = 0, index: int = 0, indices: np.ndarray | None = None
     ) -> None:
         """Append one step: `result` is the step's pass (before the update), the weights are read after it."""
         if self._file is None:
@@ -168,10 +173,10 @@ class TraceRecorder(Callback):
         self.close()
 
     # ---- Callback hooks (fit) -------------------------------------------------------------------
-    def on_train_begin(self, model: Sequential, state: TrainState) -> None:
+    def on_train_begin(self, model: Model, state: TrainState) -> None:
         self.start(model)
 
-    def on_batch_end(self, model: Sequential, state: TrainState, batch: Batch) -> None:
+    def on_batch_end(self, model: Model, state: TrainState, batch: Batch) -> None:
         self.write_step(model, batch.result, batch.epoch, batch.index + 1, batch.indices)
 
 

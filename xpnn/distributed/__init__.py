@@ -7,13 +7,11 @@
 Importing this package needs neither mpi4py nor CuPy; `init()` (or the first distributed fit) does.
 """
 
-from xpnn.distributed.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from xpnn.distributed.parallel import DataParallel, DistributedModel, as_data_parallel, wrap
 from xpnn.distributed.shard import describe_split, shard, shard_bounds
 from xpnn.distributed.world import DistributedError, World, current, init, is_root, root_print
 
 __all__ = [
-    "Checkpoint",
     "DataParallel",
     "DistributedError",
     "DistributedModel",
@@ -23,9 +21,7 @@ __all__ = [
     "describe_split",
     "init",
     "is_root",
-    "load_checkpoint",
     "root_print",
-    "save_checkpoint",
     "shard",
     "shard_bounds",
     "wrap",

@@ -8,15 +8,13 @@ the same ValueError naming the fields and ranks that differ from rank 0.
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from xpnn.backends import get_backend
+from xpnn.model import Model
 from xpnn.types import Array
-
-if TYPE_CHECKING:
-    from xpnn.model import Sequential
 
 FINGERPRINT_ROWS = 16  # samples hashed per array: catches different files or orders without reading all data
 
@@ -29,7 +27,7 @@ def data_fingerprint(a: Array) -> str:
     return f"{tuple(a.shape)} {a.dtype} {digest}"
 
 
-def describe_run(model: Sequential, x: Array, y: Array, settings: dict[str, Any]) -> dict[str, str]:
+def describe_run(model: Model, x: Array, y: Array, settings: dict[str, Any]) -> dict[str, str]:
     """What must agree across ranks, as short strings: model, data and the fit settings."""
     layers = "; ".join(f"{layer!r} {[tuple(p.shape) for p in layer.params.values()]}" for layer in model.layers)
     out = {

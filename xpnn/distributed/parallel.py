@@ -17,7 +17,7 @@ import sys
 import time
 import traceback
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -28,12 +28,10 @@ from xpnn.distributed.shard import describe_split, shard
 from xpnn.distributed.world import DEFAULT_TIMEOUT, World, init
 from xpnn.errors import DivergedError
 from xpnn.losses import Loss
+from xpnn.model import Model, Pass
 from xpnn.optimizers import Optimizer
-from xpnn.train import Callback, History, TrainState, train_epochs
+from xpnn.training.loop import Callback, History, Strategy, TrainState
 from xpnn.types import Array
-
-if TYPE_CHECKING:
-    from xpnn.model import Pass, Sequential
 
 
 def _timeout(value: float | None) -> float:
@@ -44,8 +42,11 @@ def _timeout(value: float | None) -> float:
     return float(value)
 
 
-class DataParallel(Callback):
+class DataParallel(Strategy, Callback):
     """The distributed side of `fit(..., distributed=...)`: sharding, gradient all-reduce, rank-0 output.
+
+    A `Strategy` the training loop is handed (as tf.distribute or Horovod wrap a loop), and a `Callback`
+    for its epoch hooks (the weight-agreement check).
 
     `timeout` is how long (seconds) a rank waits in any collective before it names the ranks that did
     not arrive and aborts the job; default $XPNN_DIST_TIMEOUT or 300.
@@ -73,56 +74,47 @@ class DataParallel(Callback):
                 self.reducer = self.mpi
         return self.world
 
-    # ---- the run -------------------------------------------------------------------------------
-    def train(
-        self,
-        model: Sequential,
-        x: Array,
-        y: Array,
-        epochs: int,
-        batch_size: int,
-        optimizer: Optimizer,
-        loss: Loss,
-        shuffle: str,
-        seed: int | None,
-        state: TrainState,
-        validation: tuple[Array, Array] | None,
-        callbacks: list[Callback],
-        verbose: int,
-    ) -> History:
-        """`train_epochs` on every rank, after checking that the ranks agree and syncing rank 0's state."""
+    # ---- the Strategy hooks the training loop calls ---------------------------------------------
+    shards = True  # each rank slices its part of every batch
+
+    @property
+    def is_root(self) -> bool:
+        return self.connect().is_root
+
+    def select(self, callbacks: list[Callback]) -> list[Callback]:
+        """This rank's callbacks: `root_only` ones on rank 0 alone; this strategy first, the stop agreement last."""
+        world = self.connect()
+        assert self.mpi is not None
+        kept = [cb for cb in callbacks if world.is_root or not getattr(cb, "root_only", False)]
+        return [self, *kept, AgreeOnStop(self.mpi)]
+
+    def begin(self, model: Model, x: Array, y: Array, validation: Any, state: TrainState) -> None:
+        """Check that the ranks agree on model, data and settings, then give every rank rank 0's state."""
         world = self.connect()
         mpi = self.mpi
-        assert mpi is not None
+        assert mpi is not None and state.settings is not None
+        s = state.settings
+        self.optimizer = s.optimizer
         settings = {
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "shuffle": shuffle,
-            "seed": seed,
-            "optimizer": optimizer,
-            "loss": loss,
+            "epochs": s.epochs,
+            "batch_size": s.batch_size,
+            "shuffle": s.shuffle,
+            "seed": s.seed,
+            "optimizer": s.optimizer,
+            "loss": s.loss,
             "samples": len(x),
             "validation": None if validation is None else [data_fingerprint(a) for a in validation],
-            "resumed_epoch": state.epoch,
         }
         check_agreement(mpi.allgather_object(describe_run(model, x, y, settings), "the start-up config check"))
-        note = describe_split(batch_size, world.size)
+        note = describe_split(s.batch_size, world.size)
         if note and world.is_root:
             warnings.warn(note, stacklevel=3)
-        self.optimizer = optimizer
         self.sync_from_root(model, state)
-        kept = [cb for cb in callbacks if world.is_root or not getattr(cb, "root_only", False)]
-        callbacks = [self, *kept, AgreeOnStop(mpi)]
-        try:
-            return train_epochs(
-                model, x, y, epochs, batch_size, optimizer, loss, shuffle, state, validation, callbacks,
-                verbose if world.is_root else 0, parallel=self,
-            )  # fmt: skip
-        except DivergedError:
-            raise  # every rank sees the same all-reduced cost and raises together
-        except BaseException as exc:  # noqa: BLE001 - any other failure leaves the others in a collective
+
+    def failed(self, exc: BaseException) -> None:
+        """Any failure but a divergence (which every rank sees at once) leaves the others in a collective: abort."""
+        if not isinstance(exc, DivergedError):
             self.abort(exc)
-            raise
 
     def abort(self, exc: BaseException) -> None:
         """Say which rank failed and why, then end every rank (MPI_Abort)."""
@@ -138,7 +130,7 @@ class DataParallel(Callback):
         self.mpi.abort(1)
         os._exit(1)  # MPI_Abort may return before the launcher kills this process; never run on
 
-    def sync_from_root(self, model: Sequential, state: TrainState) -> None:
+    def sync_from_root(self, model: Model, state: TrainState) -> None:
         """Give every rank rank 0's weights, optimizer state, epoch, step, batch-order RNG and history."""
         assert self.mpi is not None and self.optimizer is not None
         backend = get_backend()
@@ -164,10 +156,8 @@ class DataParallel(Callback):
         assert self.world is not None
         return shard(indices, self.world.rank, self.world.size)
 
-    def run_pass(self, model: Sequential, x: Array, y: Array, loss: Loss, batch_n: int, record: bool) -> Pass:
+    def run_pass(self, model: Model, x: Array, y: Array, loss: Loss, batch_n: int, record: bool) -> Pass:
         """Forward/backward on this rank's slice, then the all-reduce: grads and cost become the batch means."""
-        from xpnn.model import Pass
-
         xp = get_backend().xp
         self.step += 1
         if len(x):
@@ -192,10 +182,10 @@ class DataParallel(Callback):
         return int(buf[0])
 
     # ---- callback hooks ------------------------------------------------------------------------
-    def on_epoch_begin(self, model: Sequential, state: TrainState) -> None:
+    def on_epoch_begin(self, model: Model, state: TrainState) -> None:
         self.epoch = state.epoch + 1
 
-    def on_epoch_end(self, model: Sequential, state: TrainState, logs: dict[str, float]) -> None:
+    def on_epoch_end(self, model: Model, state: TrainState, logs: dict[str, float]) -> None:
         """Check the ranks still hold identical weights; if the MPI sum rounded differently, resync from rank 0."""
         assert self.mpi is not None
         digest = hashlib.sha256(b"".join(w.tobytes() for w in model.get_weights())).hexdigest()
@@ -220,7 +210,7 @@ class AgreeOnStop(Callback):
     def __init__(self, mpi: MPIComm) -> None:
         self.mpi = mpi
 
-    def on_epoch_end(self, model: Sequential, state: TrainState, logs: dict[str, float]) -> None:
+    def on_epoch_end(self, model: Model, state: TrainState, logs: dict[str, float]) -> None:
         state.stop = any(self.mpi.allgather_object(bool(state.stop), "the stop check"))
 
 
@@ -242,7 +232,7 @@ def as_data_parallel(spec: bool | DataParallel) -> DataParallel:
 class DistributedModel:
     """`wrap(model)`: the model, whose `fit` trains data-parallel over the MPI world; all else passes through."""
 
-    def __init__(self, model: Sequential, parallel: DataParallel) -> None:
+    def __init__(self, model: Model, parallel: DataParallel) -> None:
         self.model = model
         self.parallel = parallel
 
@@ -254,7 +244,7 @@ class DistributedModel:
         return getattr(self.model, name)
 
 
-def wrap(model: Sequential, timeout: float | None = None) -> DistributedModel:
+def wrap(model: Model, timeout: float | None = None) -> DistributedModel:
     """`xpnn.distributed.wrap(model).fit(...)` is `model.fit(..., distributed=DataParallel(timeout))`."""
     parallel = DataParallel(timeout)
     parallel.connect()

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from xpnn.io import atomic_write
-from xpnn.train import History
+from xpnn.training.loop import History
 
 
 def plot_run_stats(history: History, path: str | os.PathLike, title: str = "") -> Path:

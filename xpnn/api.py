@@ -1,0 +1,159 @@
+"""The Keras-like front: `Sequential` (a `Model` plus compile, fit, train_on_batch, save) and `load_model`.
+
+This is the top floor below the CLI: it turns `fit`'s arguments into the parts that implement them
+(callbacks from `xpnn.training`, a `Strategy` from `xpnn.distributed`, a `TraceRecorder`) and hands
+them to the training loop. Nothing below imports it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xpnn import io
+from xpnn.data.batches import check_shuffle
+from xpnn.distributed.parallel import DataParallel, as_data_parallel
+from xpnn.losses import Loss, get_loss
+from xpnn.model import Model
+from xpnn.optimizers import Optimizer, get_optimizer
+from xpnn.trace import TraceRecorder, tracing
+from xpnn.training.checkpoint import BackupAndRestore
+from xpnn.training.loop import Callback, FitSettings, History, TrainState, train_epochs
+from xpnn.training.progress import progress_callbacks
+from xpnn.training.run_folder import RunDir, run_callbacks
+
+
+def _count(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int; got {value!r}.")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}; got {name}={value}.")
+    return int(value)
+
+
+class Sequential(Model):
+    """A linear stack of layers with Keras's training surface (`keras.Sequential`).
+
+    `Sequential([Conv2D(8, 4, padding="same"), ReLU(), ...], dtype="float32")`; `build`, `predict`,
+    `evaluate`, `get_weights`/`set_weights` come from `xpnn.model.Model`.
+    """
+
+    def __init__(self, layers: Any, dtype: str = "float32") -> None:
+        super().__init__(layers, dtype)
+        self._named_optimizers: dict[str, Optimizer] = {}
+        self._last_optimizer: Optimizer | None = None  # what save() stores when not compiled
+
+    # ---- settings -------------------------------------------------------------------------------
+    def compile(self, optimizer: str | Optimizer = "adam", loss: str | Loss = "softmax_cross_entropy") -> Sequential:
+        """Remember an optimizer and a loss for calls that leave them out."""
+        self.optimizer = get_optimizer(optimizer)
+        self.loss = get_loss(loss)
+        return self
+
+    def _resolve(self, optimizer: str | Optimizer | None, loss: str | Loss | None) -> tuple[Optimizer, Loss]:
+        if optimizer is None:
+            optimizer = self.optimizer or "adam"
+        if isinstance(optimizer, str):  # a name keeps its state across calls, as a compiled optimizer would
+            key = optimizer.strip().lower()
+            if key not in self._named_optimizers:
+                self._named_optimizers[key] = get_optimizer(optimizer)
+            optimizer = self._named_optimizers[key]
+        self._last_optimizer = get_optimizer(optimizer)
+        return self._last_optimizer, self._default_loss(loss)
+
+    # ---- training -------------------------------------------------------------------------------
+    def train_on_batch(
+        self,
+        x: Any,
+        y: Any,
+        optimizer: str | Optimizer | None = None,
+        loss: str | Loss | None = None,
+        trace: str | os.PathLike | TraceRecorder | None = None,
+    ) -> float:
+        """One update on exactly this batch; returns the cost of its forward pass (before the update).
+
+        `trace="step.h5"` writes this step to a trace file; pass an open `TraceRecorder` to record many steps.
+        """
+        opt, loss_fn = self._resolve(optimizer, loss)
+        xb, yb = self._prepare(x, y)
+        with tracing(trace) as recorder:
+            if recorder is not None:
+                recorder.start(self)
+            p = self.train_step(xb, yb, opt, loss_fn, record=recorder is not None and recorder.record)
+            if recorder is not None:
+                recorder.write_step(self, p)
+        return float(p.cost)
+
+    def fit(
+        self,
+        x: Any,
+        y: Any,
+        epochs: int = 1,
+        batch_size: int = 64,
+        optimizer: str | Optimizer | None = None,
+        loss: str | Loss | None = None,
+        shuffle: str | bool = "random",
+        seed: int | None = 0,
+        validation_data: tuple[Any, Any] | None = None,
+        verbose: int = 1,
+        callbacks: list[Callback] | None = None,
+        distributed: bool | DataParallel = False,
+        checkpoint: str | os.PathLike | None = None,
+        run_dir: str | os.PathLike | RunDir | None = None,
+        resume: bool = False,
+        trace: str | os.PathLike | TraceRecorder | None = None,
+    ) -> History:
+        """Train for `epochs` over minibatches of `batch_size`; per-epoch loss/accuracy (and val_*) in History.
+
+        "loss" is the epoch's mean cost per sample (batch costs weighted by batch size, as Keras);
+        "accuracy" counts argmax matches on the fly, before each batch's update. The dataset moves to
+        the backend once; costs stay on the device and are read once per epoch. Each argument below is
+        a part handed to the training loop (`xpnn.training`):
+
+        - `callbacks=[...]`: Keras-style callbacks (`xpnn.training.Callback`).
+        - `run_dir="runs/"`: a run folder (`RunDir`); `run_dir="runs/<id>", resume=True` continues it exactly.
+        - `checkpoint=path`: `BackupAndRestore(path, delete_checkpoint=False)`: resume from that checkpoint if it
+          exists (refusing other data or settings), rewrite it after every epoch.
+        - `distributed=True`: data-parallel over the MPI world (`xpnn.distributed.DataParallel`); `batch_size`
+          is the global batch and the run equals one process's.
+        - `trace="run.h5"`: a `TraceRecorder` writing every step to HDF5 (`xpnn.trace`).
+        - `verbose=1`: a progress line per epoch on a terminal, elsewhere one line per epoch; 0: silent.
+        """
+        epochs, batch_size = _count("epochs", epochs, 0), _count("batch_size", batch_size, 1)
+        opt, loss_fn = self._resolve(optimizer, loss)
+        settings = FitSettings(epochs, batch_size, check_shuffle(shuffle), seed, opt, loss_fn, x, y,
+                               validation_data, verbose)  # fmt: skip
+        xb, yb = self._prepare(x, y, seed)
+        val = None
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("validation_data must be a pair (x_val, y_val).")
+            val = self._prepare(*validation_data)
+        strategy = None if distributed is False else as_data_parallel(distributed)
+        parts, loop_verbose = progress_callbacks(verbose, epochs, -(-len(xb) // batch_size))
+        if run_dir is not None:
+            parts += run_callbacks(run_dir, resume, verbose)
+        elif resume:
+            raise ValueError("resume=True needs run_dir, the run folder to continue (e.g. run_dir='runs/<run id>').")
+        if checkpoint is not None:
+            parts.append(BackupAndRestore(checkpoint, delete_checkpoint=False))
+        state = TrainState(rng=np.random.default_rng(seed), settings=settings)
+        with tracing(trace) as recorder:
+            parts += [recorder] if recorder is not None else []
+            return train_epochs(self, xb, yb, epochs, batch_size, opt, loss_fn, settings.shuffle, state, val,
+                                [*(callbacks or ()), *parts], loop_verbose, strategy)  # fmt: skip
+
+    # ---- files ----------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike, optimizer: Optimizer | None = None) -> None:
+        """Write the model (architecture, weights, dtype, optimizer state) to an HDF5 file atomically (xpnn.io)."""
+        io.save_model(self, path, optimizer)
+
+
+def load_model(path: str | os.PathLike | Path) -> Sequential:
+    """The model saved at `path` as a `Sequential`, compiled with its saved optimizer (state included)."""
+    model = io.load_model(path, cls=Sequential)
+    assert isinstance(model, Sequential)
+    return model

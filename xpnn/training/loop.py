@@ -1,0 +1,288 @@
+"""The training loop: epochs of minibatches over prepared arrays, grown by callbacks and a strategy.
+
+`train_epochs` knows one process; how each step's pass is computed comes from a `Strategy` (the
+default runs it here; `xpnn.distributed.DataParallel` splits every batch over MPI ranks), and
+everything else (run folders, checkpoints, progress, traces, early stopping) is a `Callback`, the
+way Keras grows `fit`. `TrainState` holds what continuing a run exactly needs (epoch, step, the
+batch-order RNG, the history); `FitSettings` says what this fit was asked to do.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from xpnn.backends import get_backend
+from xpnn.data.batches import epoch_batches
+from xpnn.errors import DivergedError
+from xpnn.losses import Loss
+from xpnn.model import Model, Pass
+from xpnn.optimizers import Optimizer
+from xpnn.types import Array
+
+
+@dataclass
+class History:
+    """What `fit` returns: `history["loss"]` etc. hold one value per epoch, as in Keras."""
+
+    history: dict[str, list[float]] = field(default_factory=dict)
+    epoch: list[int] = field(default_factory=list)
+
+    def append(self, epoch: int, logs: dict[str, float]) -> None:
+        self.epoch.append(epoch)
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(value)
+
+
+@dataclass
+class FitSettings:
+    """What one `fit` was asked: the data as given (before conversion) and the loop's settings.
+
+    Callbacks that record or check a run (run folders, checkpoints) read it from `TrainState.settings`.
+    """
+
+    epochs: int
+    batch_size: int
+    shuffle: str
+    seed: int | None
+    optimizer: Optimizer
+    loss: Loss
+    x: Any = None
+    y: Any = None
+    validation_data: tuple[Any, Any] | None = None
+    verbose: int = 1
+
+
+@dataclass
+class TrainState:
+    """Where a run stands: epochs and steps done, the batch-order RNG, and the history so far."""
+
+    epoch: int = 0
+    step: int = 0
+    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
+    history: History = field(default_factory=History)
+    stop: bool = False  # a callback sets this to end training after the current epoch
+    settings: FitSettings | None = None
+    callbacks: list[Callback] = field(default_factory=list)  # this fit's callbacks, for checkpoints of their state
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One step's inputs and results, handed to `Callback.on_batch_end` (arrays stay on the backend)."""
+
+    epoch: int
+    index: int  # within the epoch, from 0
+    indices: np.ndarray
+    x: Array
+    y: Array
+    result: Pass
+    cost_sum: Array | None = None  # this epoch's batch costs × sizes so far, on the device
+    samples: int = 0  # samples seen this epoch so far (with this batch)
+
+
+class Callback:
+    """Hooks into `fit`; override what you need (Keras's `keras.callbacks.Callback`).
+
+    `record = True` asks for per-layer outputs and input grads; `root_only = True` runs it only on
+    rank 0 of a distributed run (writers). A callback with state a resumed run must continue (best
+    value, patience counter) returns it from `get_state()` (JSON-friendly; arrays under "arrays").
+    """
+
+    record = False
+    root_only = False
+
+    def on_train_begin(self, model: Model, state: TrainState) -> None: ...
+    def on_epoch_begin(self, model: Model, state: TrainState) -> None: ...
+    def on_batch_end(self, model: Model, state: TrainState, batch: Batch) -> None: ...
+    def on_epoch_end(self, model: Model, state: TrainState, logs: dict[str, float]) -> None: ...
+    def on_train_end(self, model: Model, state: TrainState) -> None: ...
+
+    def on_train_failed(self, model: Model, state: TrainState, exc: BaseException) -> None:
+        """Training stopped with `exc` (e.g. DivergedError, after the last good weights were restored)."""
+
+    def get_state(self) -> dict[str, Any] | None:
+        return None
+
+    def set_state(self, state: dict[str, Any]) -> None: ...
+
+
+class Strategy:
+    """How each step's pass is computed: here, in one process. `xpnn.distributed.DataParallel` overrides it
+    (tf.distribute's and Horovod's role): the loop calls these hooks and never imports MPI code."""
+
+    shards = False  # True: each process holds only its slice of a batch
+
+    def select(self, callbacks: list[Callback]) -> list[Callback]:
+        """The callbacks that run in this process (and any the strategy adds)."""
+        return callbacks
+
+    def begin(self, model: Model, x: Array, y: Array, validation: Any, state: TrainState) -> None:
+        """Called after the callbacks' on_train_begin (a resumed run is restored by then)."""
+
+    def shard(self, indices: np.ndarray) -> np.ndarray:
+        return indices
+
+    def run_pass(self, model: Model, x: Array, y: Array, loss: Loss, batch_n: int, record: bool) -> Pass:
+        return model.run_pass(x, y, loss, record=record)
+
+    def sum_count(self, count: Any) -> Any:
+        return count
+
+    def failed(self, exc: BaseException) -> None:
+        """An exception other than divergence left the loop."""
+
+    @property
+    def is_root(self) -> bool:
+        return True
+
+
+class Snapshot:
+    """The weights and optimizer state at an epoch's start, kept on the device to restore after a divergence."""
+
+    def __init__(self, model: Model, optimizer: Optimizer) -> None:
+        xp = get_backend().xp
+        self.weights = [xp.array(w, copy=True) for layer in model.layers for w in layer.weights.values()]
+        self.optimizer = {
+            k: [xp.array(a, copy=True) for a in v] if isinstance(v, list) else v
+            for k, v in optimizer.get_state().items()
+        }
+
+    def restore(self, model: Model, optimizer: Optimizer) -> None:
+        it = iter(self.weights)
+        for layer in model.layers:
+            for key in layer.params:
+                layer.params[key] = next(it)
+            for key in layer.non_trainable:
+                layer.non_trainable[key] = next(it)
+        optimizer.set_state(self.optimizer)
+
+
+def all_finite(arrays: list[Array]) -> bool:
+    """Whether every element of every array is finite (one host read)."""
+    xp = get_backend().xp
+    if not arrays:
+        return True
+    return bool(xp.stack([xp.isfinite(a).all() for a in arrays]).all())
+
+
+def train_epochs(
+    model: Model,
+    x: Array,
+    y: Array,
+    epochs: int,
+    batch_size: int,
+    optimizer: Optimizer,
+    loss: Loss,
+    shuffle: str,
+    state: TrainState,
+    validation: tuple[Array, Array] | None = None,
+    callbacks: list[Callback] | tuple[Callback, ...] = (),
+    verbose: int = 1,
+    strategy: Strategy | None = None,
+) -> History:
+    """Train prepared backend arrays from `state.epoch` up to `epochs`; costs are read once per epoch.
+
+    A non-finite cost, weight or validation loss raises `DivergedError` after the weights and optimizer
+    state of the epoch's start are put back (the last good ones), so nothing written later holds NaN.
+    """
+    strategy = strategy or Strategy()
+    callbacks = strategy.select(list(callbacks))
+    state.callbacks = callbacks
+    model.stop_training = False
+    try:
+        for cb in callbacks:
+            cb.on_train_begin(model, state)
+        strategy.begin(model, x, y, validation, state)
+        while state.epoch < epochs and not state.stop:
+            snapshot = Snapshot(model, optimizer)
+            try:
+                logs = _epoch(model, x, y, epochs, batch_size, optimizer, loss, shuffle, state, validation, callbacks,
+                              strategy)  # fmt: skip
+            except DivergedError:
+                snapshot.restore(model, optimizer)
+                raise
+            if verbose:
+                shown = "  ".join(f"{k} {v:.4f}" for k, v in logs.items() if k != "seconds")
+                print(f"epoch {state.epoch}/{epochs}  {shown}  {logs['seconds']:.2f} s", flush=True)
+            if model.stop_training:
+                break
+    except DivergedError as exc:
+        exc.args = (f"{exc.args[0]} The weights and optimizer state from before epoch {exc.epoch} were restored.",)
+        for cb in callbacks:
+            cb.on_train_failed(model, state, exc)
+        raise
+    except BaseException as exc:
+        strategy.failed(exc)
+        raise
+    for cb in callbacks:
+        cb.on_train_end(model, state)
+    return state.history
+
+
+def _epoch(
+    model: Model,
+    x: Array,
+    y: Array,
+    epochs: int,
+    batch_size: int,
+    optimizer: Optimizer,
+    loss: Loss,
+    shuffle: str,
+    state: TrainState,
+    validation: tuple[Array, Array] | None,
+    callbacks: list[Callback],
+    strategy: Strategy,
+) -> dict[str, float]:
+    """One epoch: its batches, then the epoch's logs (one host read of the costs), then the epoch-end hooks."""
+    backend = get_backend()
+    xp = backend.xp
+    record = any(cb.record for cb in callbacks)
+    epoch = state.epoch + 1
+    for cb in callbacks:
+        cb.on_epoch_begin(model, state)
+    start = time.perf_counter()
+    costs: list[Array] = []
+    sizes: list[int] = []
+    cost_sum = xp.zeros((), dtype=model.dtype)
+    correct = xp.zeros((), dtype=xp.int64)
+    batches = epoch_batches(len(x), batch_size, shuffle, state.rng)
+    # One upload of the epoch's order; each step slices it on the device (no per-step transfer).
+    order = None if strategy.shards else backend.asarray(np.concatenate(batches))
+    for index, idx in enumerate(batches):
+        mine = strategy.shard(idx)
+        idx_b = backend.asarray(mine) if order is None else order[index * batch_size : index * batch_size + len(idx)]
+        xs, ys = x[idx_b], y[idx_b]
+        result = strategy.run_pass(model, xs, ys, loss, len(idx), record)
+        optimizer.apply(model.parameters(), result.grads)
+        state.step += 1
+        costs.append(result.cost)
+        sizes.append(len(idx))
+        cost_sum = cost_sum + result.cost * len(idx)
+        correct += (result.logits.argmax(axis=1) == ys.argmax(axis=1)).sum()
+        batch = Batch(epoch, index, mine, xs, ys, result, cost_sum, sum(sizes))
+        for cb in callbacks:
+            cb.on_batch_end(model, state, batch)
+        if model.stop_training:
+            break
+    correct = strategy.sum_count(correct)
+    per_batch = backend.to_host(xp.stack(costs))
+    if not np.isfinite(per_batch).all():
+        bad = int(np.argmin(np.isfinite(per_batch)))
+        raise DivergedError(epoch, bad + 1, float(per_batch[bad]))
+    seen = sum(sizes)
+    logs = {"loss": float(per_batch @ np.asarray(sizes, dtype=np.float64)) / seen, "accuracy": float(correct) / seen}
+    if not all_finite([w for layer in model.layers for w in layer.weights.values()]):
+        raise DivergedError(epoch, len(sizes), float("nan"), what="a weight")
+    if validation is not None:
+        logs.update({f"val_{k}": v for k, v in model.evaluate_prepared(*validation, loss).items()})
+        if not np.isfinite(logs["val_loss"]):
+            raise DivergedError(epoch, len(sizes), logs["val_loss"], what="the validation loss")
+    logs["seconds"] = time.perf_counter() - start
+    state.epoch = epoch
+    state.history.append(epoch, logs)
+    for cb in callbacks:
+        cb.on_epoch_end(model, state, logs)
+    return logs
