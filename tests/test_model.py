@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -147,3 +149,45 @@ def test_unbuilt_model_builds_from_data_on_fit():
     x, y = data()
     model.fit(x, y, epochs=1, batch_size=5, verbose=0)
     assert model.input_shape == (8, 8, 2)
+
+
+# ---- Keras habits (issue 18) --------------------------------------------------------------------------
+def test_build_accepts_a_leading_none_and_refuses_other_non_ints():
+    from xpnn.reference import reference_layers
+
+    a = xpnn.Sequential(reference_layers()).build((None, 64, 64, 3), seed=3)
+    b = xpnn.Sequential(reference_layers()).build((64, 64, 3), seed=3)
+    assert a.input_shape == (64, 64, 3)
+    assert all(np.array_equal(u, v) for u, v in zip(a.get_weights(), b.get_weights()))
+    with pytest.raises(TypeError, match=r"input_shape must be ints without the batch axis"):
+        xpnn.Sequential(reference_layers()).build((64, None, 3))
+
+
+def test_summary_prints_and_returns_a_table_whose_columns_never_touch(capsys):
+    from xpnn.reference import reference_model
+
+    model = reference_model(seed=1)
+    text = model.summary()
+    assert capsys.readouterr().out.strip() == text.strip()
+    assert model.summary(print_fn=None) == text and capsys.readouterr().out == ""
+    rows = [line for line in text.splitlines() if line.startswith(("Conv2D", "Dense", "MaxPool2D"))]
+    for row in rows:
+        assert re.search(r"\)  +\(None, [\d, ]+\)  +[\d,]+$", row), row  # at least two spaces between columns
+    assert f"Total params: {model.count_params():,}" in text and max(map(len, text.splitlines())) <= 80
+
+
+def test_call_count_params_and_layer_weights():
+    from xpnn.reference import reference_model
+
+    model = reference_model("float64", seed=1)
+    x = np.random.default_rng(0).random((3, 64, 64, 3))
+    np.testing.assert_array_equal(np.asarray(model(x)), model.predict(x))
+    assert model.count_params() == sum(w.size for w in model.get_weights())
+    dense = model.layers[-1]
+    w, b = dense.get_weights()
+    dense.set_weights([w * 2, b + 1])
+    np.testing.assert_array_equal(dense.get_weights()[0], w * 2)
+    with pytest.raises(ValueError, match=r"Dense weight 'w' must have shape \(64, 6\); got \(6, 64\)"):
+        dense.set_weights([w.T, b])
+    with pytest.raises(TypeError, match="must be numbers; got an array of dtype <U"):
+        dense.set_weights([w.astype(str), b])

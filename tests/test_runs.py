@@ -226,6 +226,41 @@ def test_divergence_keeps_the_last_good_checkpoint(tmp_path, data):
         assert a.tobytes() == b.tobytes()
 
 
+class PoisonLastUpdate(Callback):
+    """Puts an Inf into the dense kernel after epoch 2's last batch: every cost of the epoch was finite."""
+
+    def on_batch_end(self, model, state, batch):
+        if batch.epoch == 2 and batch.index == 2:
+            model.layers[-1].params["w"][0, 0] = np.inf
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_a_last_update_that_blows_up_keeps_the_good_weights(tmp_path, data):
+    """Issue 13 §5: finite costs but non-finite weights at the epoch's end; nothing NaN is kept or written."""
+    (x, y), (xt, yt) = data
+    model = reference_model(seed=2)
+    kwargs = {"batch_size": 16, "seed": 1, "verbose": 0}
+    with pytest.raises(xpnn.DivergedError, match=r"a weight became non-finite at epoch 2.*were restored"):
+        model.fit(x, y, epochs=3, optimizer=reference_optimizer(), run_dir=tmp_path, callbacks=[PoisonLastUpdate()],
+                  **kwargs)  # fmt: skip
+    one_epoch = reference_model(seed=2)
+    one_epoch.fit(x, y, epochs=1, optimizer=reference_optimizer(), **kwargs)
+    for a, b in zip(model.get_weights(), one_epoch.get_weights()):  # the model in memory holds epoch 1's weights
+        assert a.tobytes() == b.tobytes()
+    folder = only_run(tmp_path)
+    kept = xpnn.load_model(folder / "checkpoint.h5")
+    assert all(np.isfinite(w).all() for w in kept.get_weights()) and not (folder / "model.h5").exists()
+
+
+def test_a_non_finite_validation_loss_is_a_divergence(data):
+    (x, y), (xt, yt) = data
+    bad_val = (np.full((4, 64, 64, 3), 3e38), yt[:4])  # finite inputs whose logits overflow
+    model = reference_model(seed=2)
+    with pytest.raises(xpnn.DivergedError, match="the validation loss"), np.errstate(all="ignore"):
+        model.fit(x, y, epochs=1, batch_size=16, validation_data=bad_val, verbose=0)
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+
+
 def test_cli_reports_divergence(tmp_path, capsys):
     argv = ["train", *TRAIN, "-q", "--optimizer", "sgd", "--learning-rate", "1e20", "--run-dir", str(tmp_path)]
     assert cli.main(argv) == 1

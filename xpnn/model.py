@@ -8,7 +8,7 @@ xpnn and tf.keras without transposes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,7 +70,18 @@ class Model:
         return self.input_shape is not None
 
     def build(self, input_shape: Sequence[int], seed: int | None = 0) -> Model:
-        """Create every layer's weights for per-sample `input_shape` (e.g. (64, 64, 3)); kernels glorot, biases 0."""
+        """Create every layer's weights for per-sample `input_shape` (e.g. (64, 64, 3)); kernels glorot, biases 0.
+
+        A leading None (Keras's batch axis, `(None, 64, 64, 3)`) is dropped.
+        """
+        input_shape = tuple(input_shape)
+        if input_shape and input_shape[0] is None:
+            input_shape = input_shape[1:]
+        if any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) for s in input_shape):
+            raise TypeError(
+                f"input_shape must be ints without the batch axis, e.g. (64, 64, 3) or (None, 64, 64, 3); "
+                f"got {input_shape!r}."
+            )
         shape = tuple(int(s) for s in input_shape)
         if not shape or min(shape) < 1:
             raise ValueError(
@@ -148,15 +159,46 @@ class Model:
         for (layer, key), arr in zip(slots, new):
             (layer.params if key in layer.params else layer.non_trainable)[key] = arr
 
-    def summary(self) -> str:
-        """A table of layers, output shapes and parameter counts."""
+    def count_params(self) -> int:
+        """How many numbers the weights hold, trainable or not (Keras's `count_params`)."""
         self._require_built()
-        lines = [f"{'layer':<40}{'output shape':<22}{'params':>8}"]
+        return sum(int(np.prod(w.shape)) for layer in self.layers for w in layer.weights.values())
+
+    def summary(self, print_fn: Callable[[str], Any] | None = print) -> str:
+        """Print (with `print_fn`; None: don't) and return a table of layers, output shapes and parameter counts.
+
+        Keras's `model.summary()`; columns are as wide as their longest entry, so they never run together.
+        """
+        self._require_built()
+        rows = [("Layer (type)", "Output Shape", "Param #")]
         for layer in self.layers:
             count = sum(int(np.prod(p.shape)) for p in layer.weights.values())
-            lines.append(f"{layer!r:<40.40}{str(('n', *layer.output_shape)):<22}{count:>8}")
-        lines.append(f"total params: {sum(int(np.prod(p.shape)) for p in self.parameters())}  dtype: {self.dtype}")
-        return "\n".join(lines)
+            head = ", ".join(f"{k}={v!r}" for k, v in list(layer.get_config().items())[:2])
+            rows.append((f"{layer.name}({head})", str((None, *layer.output_shape)), f"{count:,}"))
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        rule = "-" * (widths[0] + widths[1] + widths[2] + 4)
+        lines = [rule]
+        for i, (name, shape, count) in enumerate(rows):
+            lines.append(f"{name:<{widths[0]}}  {shape:<{widths[1]}}  {count:>{widths[2]}}")
+            if i == 0:
+                lines.append(rule)
+        trainable = sum(int(np.prod(p.shape)) for p in self.parameters())
+        total = self.count_params()
+        lines += [
+            rule,
+            f"Total params: {total:,}  ({self.dtype})",
+            f"Trainable params: {trainable:,}",
+            f"Non-trainable params: {total - trainable:,}",
+        ]
+        text = "\n".join(lines)
+        if print_fn is not None:
+            print_fn(text)
+        return text
+
+    def __call__(self, x: Any, training: bool = False) -> Array:
+        """The model's output for `x` as a backend array, in one pass (Keras's `model(x)`); see `predict`."""
+        xb, _ = self._prepare(x, None)
+        return self.forward(xb, training=training)[0]
 
     # ---- passes ----------------------------------------------------------------------------------
     def forward(

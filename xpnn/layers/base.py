@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from xpnn.backends import get_backend
 from xpnn.types import Array, IntPair
 
 
@@ -61,6 +62,30 @@ class Layer:
     def weights(self) -> dict[str, Array]:
         """Every weight in Keras order: the trainable `params`, then `non_trainable`."""
         return {**self.params, **self.non_trainable}
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Host copies of this layer's weights, Keras order (Keras's `layer.get_weights()`)."""
+        backend = get_backend()
+        return [np.array(backend.to_host(w), copy=True) for w in self.weights.values()]
+
+    def set_weights(self, weights: Sequence[Any]) -> None:
+        """Replace this layer's weights (same order and shapes as `get_weights()`); the layer must be built."""
+        slots = list(self.weights.items())
+        if len(weights) != len(slots):
+            raise ValueError(f"{self.name}.set_weights got {len(weights)} arrays; the layer has {len(slots)}.")
+        backend = get_backend()
+        new = {}
+        for (key, old), w in zip(slots, weights):
+            arr = np.asarray(backend.to_host(w))
+            if arr.dtype.kind not in "fiu":
+                raise TypeError(f"{self.name} weight {key!r} must be numbers; got an array of dtype {arr.dtype}.")
+            if arr.shape != tuple(old.shape):
+                raise ValueError(f"{self.name} weight {key!r} must have shape {tuple(old.shape)}; got {arr.shape}.")
+            if not np.isfinite(arr).all():
+                raise ValueError(f"{self.name} weight {key!r} holds NaN or Inf; pass finite weights.")
+            new[key] = backend.asarray(np.array(arr, dtype=old.dtype, copy=True))
+        for key, arr in new.items():
+            (self.params if key in self.params else self.non_trainable)[key] = arr
 
     def get_state(self) -> dict[str, Any] | None:
         """State outside the weights that a checkpoint must keep (JSON-friendly), or None."""
