@@ -27,7 +27,7 @@ class SoftmaxCrossEntropy(Loss):
 
     Labels may be one-hot, soft, or any real rows. The gradient returned is TensorFlow's
     (softmax − labels) / n. It is the true gradient of the cost only when each label row sums
-    to 1; for other rows (e.g. the seed's random-normal labels) the true one is
+    to 1; for other rows (e.g. SparkNeuralNets' random-normal labels) the true one is
     (softmax · Σlabels − labels) / n, but xpnn matches what TensorFlow computes.
     """
 

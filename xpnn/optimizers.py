@@ -44,7 +44,7 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    """Plain gradient descent, w −= lr·g (the seed's "simple" optimizer)."""
+    """Plain gradient descent, w −= lr·g (SparkNeuralNets' "simple" optimizer)."""
 
     def __init__(self, learning_rate: float = 0.01) -> None:
         self.learning_rate = _check_rate("learning_rate", learning_rate, 0.0)

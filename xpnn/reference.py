@@ -1,4 +1,4 @@
-"""The seed's reference network and training settings, in one place for examples, tests and benchmarks."""
+"""The reference network of SparkNeuralNets (xpnn's predecessor) and training settings, in one place for examples, tests and benchmarks."""
 
 from __future__ import annotations
 
@@ -27,10 +27,10 @@ def reference_layers(classes: int = 6) -> list:
 
 
 def reference_model(dtype: str = "float32", seed: int | None = 1, classes: int = 6) -> Sequential:
-    """The seed's network, built for 64x64x3 input with Glorot-uniform kernels and zero biases."""
+    """SparkNeuralNets' reference network, built for 64x64x3 input with Glorot-uniform kernels and zero biases."""
     return Sequential(reference_layers(classes), dtype=dtype).build(INPUT_SHAPE, seed=seed)
 
 
 def reference_optimizer(learning_rate: float = LEARNING_RATE) -> Adam:
-    """Adam(lr 0.009, β1 0.9, β2 0.999, ε 1e-8), the seed's settings."""
+    """Adam(lr 0.009, β1 0.9, β2 0.999, ε 1e-8), SparkNeuralNets' settings."""
     return Adam(learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-8)
