@@ -34,6 +34,20 @@ def _count(name: str, value: Any, low: int) -> int:
     return int(value)
 
 
+def split_validation(x: Any, y: Any, fraction: Any) -> tuple[Any, Any, tuple[Any, Any]]:
+    """Keras's `validation_split`: the last `fraction` of the samples, before shuffling, become validation data."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (float, int, np.floating)) or not 0 <= fraction < 1:
+        raise ValueError(f"validation_split must be a fraction in [0, 1); got validation_split={fraction!r}.")
+    n = len(x)
+    keep = int(n * (1 - float(fraction)))  # Keras: split_at = int(n * (1 - validation_split))
+    if keep < 1 or keep == n:
+        raise ValueError(
+            f"validation_split={fraction} of {n} samples leaves {keep} to train on and {n - keep} to validate; "
+            "use a fraction that leaves at least one of each."
+        )
+    return x[:keep], y[:keep], (x[keep:], y[keep:])
+
+
 class Sequential(Model):
     """A linear stack of layers with Keras's training surface (`keras.Sequential`).
 
@@ -45,6 +59,7 @@ class Sequential(Model):
         super().__init__(layers, dtype)
         self._named_optimizers: dict[str, Optimizer] = {}
         self._last_optimizer: Optimizer | None = None  # what save() stores when not compiled
+        self._order_rngs: dict[Any, np.random.Generator] = {}  # seed -> its batch-order stream, across fits
 
     # ---- settings -------------------------------------------------------------------------------
     def compile(self, optimizer: str | Optimizer = "adam", loss: str | Loss = "softmax_cross_entropy") -> Sequential:
@@ -105,6 +120,9 @@ class Sequential(Model):
         run_dir: str | os.PathLike | RunDir | None = None,
         resume: bool = False,
         trace: str | os.PathLike | TraceRecorder | None = None,
+        *,
+        validation_split: float = 0.0,
+        initial_epoch: int = 0,
     ) -> History:
         """Train for `epochs` over minibatches of `batch_size`; per-epoch loss/accuracy (and val_*) in History.
 
@@ -121,8 +139,16 @@ class Sequential(Model):
           is the global batch and the run equals one process's.
         - `trace="run.h5"`: a `TraceRecorder` writing every step to HDF5 (`xpnn.trace`).
         - `verbose=1`: a progress line per epoch on a terminal, elsewhere one line per epoch; 0: silent.
+
+        As in Keras, `validation_split=0.2` holds out the last 20 % of (x, y), before any shuffling, as the
+        validation data (`validation_data` wins when both are given), and `initial_epoch` starts the epoch
+        count there. Each `seed` keeps one batch-order stream per model: calling `fit(epochs=1)` five times
+        draws the same orders as `fit(epochs=5)`, not the first epoch's order five times.
         """
         epochs, batch_size = _count("epochs", epochs, 0), _count("batch_size", batch_size, 1)
+        initial_epoch = _count("initial_epoch", initial_epoch, 0)
+        if validation_split and validation_data is None:
+            x, y, validation_data = split_validation(x, y, validation_split)
         opt, loss_fn = self._resolve(optimizer, loss)
         settings = FitSettings(epochs, batch_size, check_shuffle(shuffle), seed, opt, loss_fn, x, y,
                                validation_data, verbose)  # fmt: skip
@@ -140,11 +166,15 @@ class Sequential(Model):
             raise ValueError("resume=True needs run_dir, the run folder to continue (e.g. run_dir='runs/<run id>').")
         if checkpoint is not None:
             parts.append(BackupAndRestore(checkpoint, delete_checkpoint=False))
-        state = TrainState(rng=np.random.default_rng(seed), settings=settings)
-        with tracing(trace) as recorder:
-            parts += [recorder] if recorder is not None else []
-            return train_epochs(self, xb, yb, epochs, batch_size, opt, loss_fn, settings.shuffle, state, val,
-                                [*(callbacks or ()), *parts], loop_verbose, strategy)  # fmt: skip
+        rng = self._order_rngs.get(seed) or np.random.default_rng(seed)
+        state = TrainState(epoch=initial_epoch, rng=rng, settings=settings)
+        try:
+            with tracing(trace) as recorder:
+                parts += [recorder] if recorder is not None else []
+                return train_epochs(self, xb, yb, epochs, batch_size, opt, loss_fn, settings.shuffle, state, val,
+                                    [*(callbacks or ()), *parts], loop_verbose, strategy)  # fmt: skip
+        finally:
+            self._order_rngs[seed] = state.rng  # the next fit with this seed continues the stream
 
     # ---- files ----------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, optimizer: Optimizer | None = None) -> None:

@@ -1,0 +1,62 @@
+"""fit's Keras arguments: validation_split, initial_epoch, stop_training, and the batch-order stream across fits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import xpnn
+from xpnn.reference import reference_model, reference_optimizer
+
+
+@pytest.fixture(scope="module")
+def data():
+    return xpnn.datasets.load_embedded(n_train=40, n_test=8)
+
+
+def test_validation_split_holds_out_the_last_samples_before_shuffling(data):
+    (x, y), _ = data
+    a, b = reference_model("float64", seed=1), reference_model("float64", seed=1)
+    ha = a.fit(x, y, epochs=2, batch_size=16, optimizer=reference_optimizer(), verbose=0, validation_split=0.25)
+    hb = b.fit(x[:30], y[:30], epochs=2, batch_size=16, optimizer=reference_optimizer(), verbose=0,
+               validation_data=(x[30:], y[30:]))  # fmt: skip
+    assert ha.history["val_loss"] == hb.history["val_loss"] and ha.history["loss"] == hb.history["loss"]
+    with pytest.raises(ValueError, match=r"validation_split must be a fraction in \[0, 1\); got validation_split=1.5"):
+        a.fit(x, y, verbose=0, validation_split=1.5)
+    with pytest.raises(ValueError, match="leaves 0 to train on"):
+        a.fit(x[:1], y[:1], verbose=0, validation_split=0.5)
+
+
+def test_repeated_fits_continue_the_batch_order_stream(data):
+    (x, y), _ = data
+    opt_a, opt_b = reference_optimizer(), reference_optimizer()
+    once, twice = reference_model("float64", seed=1), reference_model("float64", seed=1)
+    h = once.fit(x, y, epochs=3, batch_size=16, optimizer=opt_a, seed=5, verbose=0)
+    losses = [twice.fit(x, y, epochs=1, batch_size=16, optimizer=opt_b, seed=5, verbose=0).history["loss"][0]
+              for _ in range(3)]  # fmt: skip
+    assert losses == h.history["loss"]
+    for u, v in zip(once.get_weights(), twice.get_weights()):
+        np.testing.assert_array_equal(u, v)
+
+
+def test_initial_epoch_starts_the_count_there(data):
+    (x, y), _ = data
+    h = reference_model(seed=1).fit(x, y, epochs=5, initial_epoch=3, batch_size=16, verbose=0)
+    assert h.epoch == [4, 5]
+
+
+def test_stop_training_from_a_callback_ends_after_the_batch(data):
+    (x, y), _ = data
+    steps = []
+
+    class StopAtStep3(xpnn.training.Callback):
+        def on_batch_end(self, model, state, batch):
+            steps.append(state.step)
+            if state.step == 3:
+                model.stop_training = True
+
+    h = reference_model(seed=1).fit(x, y, epochs=4, batch_size=16, verbose=0, callbacks=[StopAtStep3()])
+    assert steps == [1, 2, 3] and h.epoch == [1]  # 3 steps make one epoch of 40 at 16: it still closes the epoch
+    steps.clear()
+    h = reference_model(seed=1).fit(x, y, epochs=4, batch_size=8, verbose=0, callbacks=[StopAtStep3()])
+    assert steps == [1, 2, 3] and h.epoch == [1]  # stopped mid-epoch: the epoch's logs cover the 24 samples seen
