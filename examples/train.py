@@ -1,4 +1,4 @@
-"""Train the reference network of SparkNeuralNets (xpnn's predecessor) on SIGNS (or the embedded stand-in) and report how it did.
+"""Train the reference network of SparkNeuralNets (xpnn's predecessor) on SIGNS and report how it did.
 
 python examples/train.py                       # 25 epochs, float32, NumPy
 XPNN_BACKEND=cupy python examples/train.py     # the same on a CUDA GPU

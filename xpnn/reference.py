@@ -1,4 +1,4 @@
-"""The reference network of SparkNeuralNets (xpnn's predecessor) and training settings, in one place for examples, tests and benchmarks."""
+"""The reference network of SparkNeuralNets (xpnn's predecessor) and its training settings, in one place."""
 
 from __future__ import annotations
 

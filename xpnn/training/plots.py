@@ -1,4 +1,4 @@
-"""run_stats.png: the cost per epoch and train/test accuracy, as SparkNeuralNets' run plot (matplotlib, Agg, no pyplot)."""
+"""run_stats.png: loss per epoch and train/validation accuracy (matplotlib, Agg, no pyplot)."""
 
 from __future__ import annotations
 
