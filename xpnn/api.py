@@ -150,6 +150,9 @@ class Sequential(Model):
         if validation_split and validation_data is None:
             x, y, validation_data = split_validation(x, y, validation_split)
         opt, loss_fn = self._resolve(optimizer, loss)
+        strategy = None if distributed is False else as_data_parallel(distributed)
+        if strategy is not None:  # join the world (and, on CuPy, pick this rank's GPU) before any data moves
+            strategy.check_placement(self)
         settings = FitSettings(epochs, batch_size, check_shuffle(shuffle), seed, opt, loss_fn, x, y,
                                validation_data, verbose)  # fmt: skip
         xb, yb = self._prepare(x, y, seed)
@@ -158,7 +161,6 @@ class Sequential(Model):
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("validation_data must be a pair (x_val, y_val).")
             val = self._prepare(*validation_data)
-        strategy = None if distributed is False else as_data_parallel(distributed)
         parts, loop_verbose = progress_callbacks(verbose, epochs, -(-len(xb) // batch_size))
         if run_dir is not None:
             parts += run_callbacks(run_dir, resume, verbose)

@@ -74,6 +74,22 @@ class DataParallel(Strategy, Callback):
                 self.reducer = self.mpi
         return self.world
 
+    def check_placement(self, model: Model) -> None:
+        """On CuPy, refuse a model whose weights sit on another GPU than this rank's (built before `init()`)."""
+        world = self.connect()
+        if get_backend().name != "cupy" or not model.built:
+            return
+        import cupy
+
+        here = cupy.cuda.Device().id
+        elsewhere = {int(p.device.id) for p in model.parameters()} - {here}
+        if elsewhere:
+            raise ValueError(
+                f"rank {world.rank}: the model's weights are on GPU {sorted(elsewhere)} but this rank trains on GPU "
+                f"{here}: the model was built before xpnn.distributed.init() chose the rank's GPU. Call "
+                "xpnn.distributed.init() first, then build the model (or let fit build it)."
+            )
+
     # ---- the Strategy hooks the training loop calls ---------------------------------------------
     shards = True  # each rank slices its part of every batch
 
