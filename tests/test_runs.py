@@ -551,3 +551,18 @@ def test_progress_line_shows_every_figure_in_full_at_80_columns(data):
         assert f"{key} {history.history[key][-1]:.4f}" in last, key
     assert last.index("loss") < last.index("accuracy") < last.index("val_loss")  # the loop's order, not sorted
     assert "cost=" not in text and "s=" not in text
+
+
+def test_cli_config_of_a_python_run_is_refused_and_seed_0_replays(tmp_path, data, capsys):
+    """Issue 13 §8: a Python run's config.json names no loadable data (error, not SIGNS); seed 0 is accepted."""
+    (x, y), _ = data
+    model = reference_model(seed=1)
+    model.fit(x, y, epochs=1, batch_size=16, optimizer=reference_optimizer(), run_dir=tmp_path / "py", verbose=0)
+    config = only_run(tmp_path / "py") / "config.json"
+    assert json.loads(config.read_text())["seed"] == 0  # fit's default seed
+    assert cli.main(["train", "--config", str(config), "--run-dir", str(tmp_path / "cli"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "trained in Python on its own arrays" in err and len(err.strip().splitlines()) == 1
+    seed0 = tmp_path / "seed0.toml"
+    seed0.write_text("seed = 0\nepochs = 1\n")
+    assert cli.main(["train", *TRAIN, "--config", str(seed0), "-q", "--run-dir", str(tmp_path / "s0")]) == 0

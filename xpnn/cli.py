@@ -103,8 +103,9 @@ def check_settings(data: dict[str, Any], where: str) -> dict[str, Any]:
                 f"{where}: setting {key!r} must be {name[kind]}; got {value!r} ({type(value).__name__}). "
                 + (f"Write {key} = {value} without quotes." if isinstance(value, str) and kind is not str else "")
             )
-        if kind is int and value < (0 if key == "epochs" else 1):
-            raise CLIError(f"{where}: setting {key!r} must be >= {0 if key == 'epochs' else 1}; got {value}.")
+        low = 0 if key in ("epochs", "seed") else 1  # seed 0 is fit's default: a Python run's config replays
+        if kind is int and value < low:
+            raise CLIError(f"{where}: setting {key!r} must be >= {low}; got {value}.")
         if kind is float and not (math.isfinite(value) and value > 0):
             raise CLIError(f"{where}: setting {key!r} must be a positive number; got {value}.")
         out[key] = value
@@ -130,6 +131,12 @@ def settings_from_run_config(config: dict[str, Any]) -> dict[str, Any]:
         out.update(embedded=True, n_train=data["n_train"], n_test=data["n_test"])
     elif data.get("source") == "signs":
         out["data"] = data["path"]
+    else:
+        raise CLIError(
+            "this run config comes from a run trained in Python on its own arrays (its data are recorded only by "
+            "SHA-256), so the CLI cannot load them; repeat it in Python, or copy its settings without 'data' into "
+            "a new config file and pass --data or --embedded."
+        )
     return out
 
 
