@@ -273,8 +273,7 @@ class Optimizer:
         given = [name for name in slots if name in state]
         if given and len(given) != len(slots):
             raise ValueError(
-                f"{type(self).__name__} state has {given} but not {sorted(set(slots) - set(given))}; "
-                "it is incomplete."
+                f"{type(self).__name__} state has {given} but not {sorted(set(slots) - set(given))}; it is incomplete."
             )
         pending: dict[str, list[Any]] = {}
         for name in given:
