@@ -318,6 +318,13 @@ class LearningRateScheduler(Callback):
     def on_epoch_end(self, model: Sequential, state: TrainState, logs: dict[str, float]) -> None:
         logs["learning_rate"] = float(_optimizer(model).learning_rate)
 
+    def get_state(self) -> None:
+        """None: the rate it set lives in the optimizer's state."""
+        return None
+
+    def set_state(self, state: dict[str, Any] | None) -> None:
+        """Nothing to restore."""
+
 
 class ReduceLROnPlateau(MonitorCallback):
     """Multiply the learning rate by `factor` once `monitor` has not improved for `patience` epochs.
@@ -449,6 +456,12 @@ class TerminateOnNaN(Callback):
 
     Reads each batch's cost to the host (one sync per step; the loop alone reads costs once per epoch).
     """
+
+    def get_state(self) -> None:
+        return None
+
+    def set_state(self, state: dict[str, Any] | None) -> None:
+        """Nothing to restore."""
 
     def on_batch_end(self, model: Sequential, state: TrainState, batch: Batch) -> None:
         cost = float(batch.result.cost)
