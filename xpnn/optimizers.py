@@ -219,7 +219,8 @@ class Optimizer:
                 "use a new optimizer for another model."
             )
 
-    def _check_slots(self, slots: dict[str, list[Any]], shapes: list[tuple[int, ...]]) -> None:
+    def _check_slots(self, slots: dict[str, list[Any]], shapes: list[tuple[int, ...]], against: str = "") -> None:
+        """Every slot holds one array per parameter, of its shape (`against`: what `shapes` came from)."""
         for name, arrays in slots.items():
             if len(arrays) != len(shapes):
                 raise ValueError(
@@ -228,8 +229,9 @@ class Optimizer:
                 )
             for i, (a, shape) in enumerate(zip(arrays, shapes)):
                 if tuple(a.shape) != shape:
+                    where = against.format(i=i) if against else f"parameter {i}"
                     raise ValueError(
-                        f"{type(self).__name__} state {name!r}[{i}] has shape {tuple(a.shape)} but parameter {i} "
+                        f"{type(self).__name__} state {name!r}[{i}] has shape {tuple(a.shape)} but {where} "
                         f"has shape {shape}; the state belongs to another model."
                     )
 
@@ -289,9 +291,11 @@ class Optimizer:
         counts = {len(a) for a in pending.values()}
         if len(counts) > 1:
             raise ValueError(f"{type(self).__name__} state slots hold different numbers of arrays: {sorted(counts)}.")
-        if pending:
-            first = next(iter(pending.values()))
-            self._check_slots(pending, [tuple(a.shape) for a in first])
+        if pending and params is not None:
+            self._check_slots(pending, [tuple(int(d) for d in p.shape) for p in params])
+        elif pending:
+            first_name, first = next(iter(pending.items()))
+            self._check_slots(pending, [tuple(a.shape) for a in first], f"{first_name!r}[{{i}}]")
         if "learning_rate" in state:
             if not isinstance(self._lr, float):
                 raise ValueError("the state holds a numeric learning_rate but this optimizer uses a schedule.")
