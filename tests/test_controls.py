@@ -347,3 +347,15 @@ def test_last_layer_pairs():
     model = Sequential([Dense(1), Sigmoid()])
     assert double_softmax_warning(model.layers[-1].name, get_loss("binary_crossentropy")) is None
     assert math.isfinite(xpnn.losses.EPSILON)
+
+
+def test_softmax_cross_entropy_keeps_the_tail_of_a_probability_that_rounds_to_one(backend):
+    """TF issue #126634: float64 logits [37.43, 0] with label [1, 0] give TF 2.21 the gradient [0, 5.55e-17]."""
+    logits = np.array([[37.42994775023705, 0.0], [0.0, 37.42994775023705], [0.3, -1.2]])
+    labels = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    _, backprop = backend.kernels.softmax_xent(backend.asarray(logits), backend.asarray(labels))
+    backprop = backend.to_host(backprop)
+    tail = np.exp(-37.42994775023705)
+    np.testing.assert_allclose(backprop[:2], [[-tail, tail], [tail, -tail]], rtol=1e-15)
+    exp = np.exp(logits[2] - 0.3)
+    assert (backprop[2] == exp / exp.sum() - labels[2]).all()  # elsewhere exactly TF 2.21's softmax − labels
