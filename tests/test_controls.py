@@ -359,3 +359,19 @@ def test_softmax_cross_entropy_keeps_the_tail_of_a_probability_that_rounds_to_on
     np.testing.assert_allclose(backprop[:2], [[-tail, tail], [tail, -tail]], rtol=1e-15)
     exp = np.exp(logits[2] - 0.3)
     assert (backprop[2] == exp / exp.sum() - labels[2]).all()  # elsewhere exactly TF 2.21's softmax − labels
+
+
+def test_one_unit_output_takes_its_targets_as_values():
+    """Dense(1): y of 0/1 ints (n,) or regression values (n,) are the targets, not class indices (as Keras)."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((30, 3))
+    y = (x[:, 0] > 0).astype(np.int64)
+    model = Sequential([Dense(1)], dtype="float64")
+    history = model.fit(x, y, epochs=3, loss="sigmoid_cross_entropy", optimizer=xpnn.SGD(0.5), verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    metric = resolve_metrics(["accuracy"], get_loss("sigmoid_cross_entropy"), 1)[0]
+    metric.update(model.predict(x), y.reshape(-1, 1).astype(np.float64))
+    expected = np.mean((model.predict(x)[:, 0] > 0) == (y == 1))
+    assert metric.result() == expected
+    regression = Sequential([Dense(1)], dtype="float64")
+    regression.fit(x, x[:, 1] * 2.0, epochs=1, loss="mse", optimizer=xpnn.SGD(0.1), verbose=0)
