@@ -12,6 +12,7 @@ xpnn's `softmax_cross_entropy` (from logits) stays the default loss.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 from xpnn.backends import get_backend
@@ -83,7 +84,7 @@ def _clip_mask(p: Array) -> tuple[Array, Array]:
 
 
 def _label_smoothing(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) <= 1.0:
         raise ValueError(f"label_smoothing must be a number in [0, 1]; received label_smoothing={value!r}.")
     return float(value)
 
@@ -174,7 +175,7 @@ class Huber(Loss):
     from_logits = False
 
     def __init__(self, delta: float = 1.0) -> None:
-        if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not float(delta) > 0:
+        if isinstance(delta, bool) or not isinstance(delta, numbers.Real) or not float(delta) > 0:
             raise ValueError(f"delta must be a number > 0; received delta={delta!r}.")
         self.delta = float(delta)
 

@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
+from typing import Any
 
 from xpnn.backends import get_backend
-from xpnn.losses import (
-    BinaryCrossentropy,
-    CategoricalCrossentropy,
-    Loss,
-    SigmoidCrossEntropy,
-    SoftmaxCrossEntropy,
-    SparseCategoricalCrossentropy,
-)
 from xpnn.registry import lookup
 from xpnn.types import Array
+
+# Loss kinds by their `name` (xpnn.losses), so that metrics need not import the losses module.
+BINARY_LOSSES = ("sigmoid_cross_entropy", "binary_crossentropy")
+SPARSE_LOSSES = ("sparse_categorical_crossentropy",)
+MULTICLASS_LOSSES = ("softmax_cross_entropy", "categorical_crossentropy", "sparse_categorical_crossentropy")
 
 
 class Metric:
@@ -168,17 +166,19 @@ METRICS: dict[str, type[Metric]] = {
 }
 
 
-def _accuracy_for(name: str, loss: Loss | None, output_units: int) -> Metric:
+def _accuracy_for(name: str, loss: Any, output_units: int) -> Metric:
     """Keras's compile-time choice for "accuracy": binary for one output unit or a binary loss, sparse for a
     sparse loss, categorical otherwise. A from-logits binary loss thresholds its logits at 0 (sigmoid > 0.5)."""
-    if output_units == 1 or isinstance(loss, (BinaryCrossentropy, SigmoidCrossEntropy)):
-        return BinaryAccuracy(name, threshold=0.0 if loss is not None and loss.from_logits else 0.5)
-    if isinstance(loss, SparseCategoricalCrossentropy):
+    kind = getattr(loss, "name", "")
+    if output_units == 1 or kind in BINARY_LOSSES:
+        from_logits = kind in BINARY_LOSSES and bool(getattr(loss, "from_logits", False))
+        return BinaryAccuracy(name, threshold=0.0 if from_logits else 0.5)
+    if kind in SPARSE_LOSSES:
         return SparseCategoricalAccuracy(name)
     return CategoricalAccuracy(name)
 
 
-def resolve_metrics(specs: Sequence[str | Metric] | None, loss: Loss | None, output_units: int) -> list[Metric]:
+def resolve_metrics(specs: Sequence[str | Metric] | None, loss: Any, output_units: int) -> list[Metric]:
     """Metric objects for compile/fit's `metrics=[...]`: names (closest suggested when unknown) or Metrics.
 
     Each metric's `name` is the key it is logged under (the spec string, as Keras: "mae" logs as "mae").
@@ -204,7 +204,7 @@ def resolve_metrics(specs: Sequence[str | Metric] | None, loss: Loss | None, out
     return out
 
 
-def default_metrics(loss: Loss | None, output_units: int) -> list[Metric]:
+def default_metrics(loss: Any, output_units: int) -> list[Metric]:
     """What is reported unasked besides the loss: accuracy for multi-class classification losses only."""
-    multiclass = isinstance(loss, (SoftmaxCrossEntropy, CategoricalCrossentropy, SparseCategoricalCrossentropy))
+    multiclass = getattr(loss, "name", "") in MULTICLASS_LOSSES
     return [_accuracy_for("accuracy", loss, output_units)] if multiclass and output_units > 1 else []
