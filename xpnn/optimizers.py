@@ -27,6 +27,7 @@ from xpnn.types import Array
 
 Rate = float | LearningRateSchedule | Callable[[int], float]
 MAX_SLOT_VALUES = 1 << 31  # a declared optimizer moment larger than this is refused before it is copied
+_FLOAT_MAX = {np.dtype(t): float(np.finfo(t).max) for t in (np.float16, np.float32, np.float64)}
 
 
 def _number(name: str, value: Any) -> float:
@@ -146,8 +147,8 @@ class Optimizer:
 
     def _rate_for(self, params: Sequence[Array]) -> float:
         rate = self.learning_rate_at(self.iterations)
-        dtype = np.dtype(params[0].dtype) if params else np.dtype(np.float64)
-        if rate > float(np.finfo(dtype).max):
+        dtype = params[0].dtype if params else np.float64
+        if rate > _FLOAT_MAX.get(dtype, math.inf) or (dtype not in _FLOAT_MAX and rate > np.finfo(dtype).max):
             raise ValueError(
                 f"learning_rate={rate:g} is not finite in the model's {dtype} (max {np.finfo(dtype).max:g}); "
                 "use a rate a model can train with (Keras's default for this optimizer is in help(...))."
@@ -200,7 +201,9 @@ class Optimizer:
     # ---- state ---------------------------------------------------------------------------------------
     def build(self, params: Sequence[Array]) -> None:
         """Create the slots for `params` (or adopt a restored state after checking it fits them)."""
-        shapes = [tuple(int(s) for s in p.shape) for p in params]
+        shapes = [p.shape for p in params]
+        if shapes == self._shapes:
+            return
         if self._pending is not None:
             pending, self._pending = self._pending, None
             self._check_slots(pending, shapes)
