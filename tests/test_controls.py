@@ -290,9 +290,14 @@ def test_loss_gradients_are_the_derivative_of_the_cost():
 def test_double_softmax_warning():
     assert "applied twice" in double_softmax_warning("Softmax", get_loss("softmax_cross_entropy"))
     assert "applied twice" in double_softmax_warning("Sigmoid", BinaryCrossentropy(from_logits=True))
+    assert "applied twice" in double_softmax_warning("Softmax", CategoricalCrossentropy(from_logits=True))
     assert double_softmax_warning("Softmax", get_loss("categorical_crossentropy")) is None
+    assert double_softmax_warning("Sigmoid", get_loss("binary_crossentropy")) is None
     assert double_softmax_warning("Dense", get_loss("softmax_cross_entropy")) is None
     assert double_softmax_warning("Softmax", get_loss("mse")) is None
+    # the other way round: Keras's names expect probabilities, a Dense output gives logits
+    assert "Add a Softmax() layer" in double_softmax_warning("Dense", get_loss("categorical_crossentropy"))
+    assert "from_logits=True" in double_softmax_warning("Dense", get_loss("binary_crossentropy"))
 
 
 # ---- metrics -----------------------------------------------------------------------------------------

@@ -376,17 +376,28 @@ def loss_from_config(spec: Any) -> Loss:
 
 
 def double_softmax_warning(last_layer_name: str, loss: Loss) -> str | None:
-    """The warning for a model that ends in Softmax (Sigmoid) trained with a loss that applies it again.
+    """The warning for a model whose last layer and loss disagree about the final activation, else None.
 
-    Keras warns likewise ("received `from_logits=True`, but the `output` argument was produced by a
-    Softmax activation"). None when the pair is fine.
+    Softmax (Sigmoid) last with a from-logits loss applies it twice (Keras warns: "received
+    `from_logits=True`, but the `output` argument was produced by a Softmax activation"); any other
+    last layer with a loss that expects probabilities (Keras's crossentropies by default) feeds it
+    logits, which the 1e-7 clip then hides.
     """
     activation = str(last_layer_name).lower()
-    if loss.from_logits and loss.expects_activation and activation == loss.expects_activation:
+    wanted = loss.expects_activation
+    if not wanted:
+        return None
+    if loss.from_logits and activation == wanted:
         return (
             f"the model ends in {last_layer_name} but the loss {loss.name} (from_logits=True) applies "
-            f"{loss.expects_activation} itself, so it is applied twice and training slows or stalls. "
-            f"Remove the final {last_layer_name} layer, or use a loss with from_logits=False "
-            f"(e.g. '{'categorical_crossentropy' if activation == 'softmax' else 'binary_crossentropy'}')."
+            f"{wanted} itself, so it is applied twice and training slows or stalls. Remove the final "
+            f"{last_layer_name} layer, or use a loss with from_logits=False "
+            f"('{'categorical_crossentropy' if wanted == 'softmax' else 'binary_crossentropy'}')."
+        )
+    if not loss.from_logits and activation != wanted:
+        return (
+            f"the loss {loss.name} expects probabilities (from_logits=False) but the model ends in "
+            f"{last_layer_name}, not {wanted.capitalize()}. Add a {wanted.capitalize()}() layer, or pass "
+            f"{type(loss).__name__}(from_logits=True)."
         )
     return None
