@@ -7,13 +7,13 @@ import os
 # reads it when NumPy first loads, so it takes effect only when xpnn is imported before NumPy.
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
-from xpnn import datasets, distributed, layers, losses, optimizers
+from xpnn import callbacks, datasets, distributed, layers, losses, metrics, optimizers, schedules
 from xpnn.api import Sequential, load_model
 from xpnn.backends import get_backend, set_backend
 from xpnn.errors import DivergedError
 from xpnn.layers import AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sigmoid, Softmax, Tanh
 from xpnn.losses import get_loss
-from xpnn.optimizers import SGD, Adam, get_optimizer
+from xpnn.optimizers import SGD, Adagrad, Adam, AdamW, Nadam, RMSprop, get_optimizer
 from xpnn.trace import trace  # the function; the module stays importable as `from xpnn.trace import ...`
 from xpnn.training import History
 from xpnn.version import __version__
@@ -21,7 +21,14 @@ from xpnn.version import __version__
 __all__ = [
     "__version__",
     "SGD",
+    "Adagrad",
     "Adam",
+    "AdamW",
+    "Nadam",
+    "RMSprop",
+    "callbacks",
+    "metrics",
+    "schedules",
     "AvgPool2D",
     "Conv2D",
     "Dense",

@@ -8,6 +8,8 @@ them to the training loop. Nothing below imports it.
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,8 @@ import numpy as np
 from xpnn import io
 from xpnn.data.batches import check_shuffle
 from xpnn.distributed.parallel import DataParallel, as_data_parallel
-from xpnn.losses import Loss, get_loss
+from xpnn.losses import Loss, double_softmax_warning, get_loss
+from xpnn.metrics import Metric
 from xpnn.model import Model
 from xpnn.optimizers import Optimizer, get_optimizer
 from xpnn.trace import TraceRecorder, tracing
@@ -60,12 +63,22 @@ class Sequential(Model):
         self._named_optimizers: dict[str, Optimizer] = {}
         self._last_optimizer: Optimizer | None = None  # what save() stores when not compiled
         self._order_rngs: dict[Any, np.random.Generator] = {}  # seed -> its batch-order stream, across fits
+        self._warned: set[str] = set()  # warnings given once per model (the double-softmax trap)
 
     # ---- settings -------------------------------------------------------------------------------
-    def compile(self, optimizer: str | Optimizer = "adam", loss: str | Loss = "softmax_cross_entropy") -> Sequential:
-        """Remember an optimizer and a loss for calls that leave them out."""
+    def compile(
+        self,
+        optimizer: str | Optimizer = "adam",
+        loss: str | Loss = "softmax_cross_entropy",
+        metrics: Sequence[str | Metric] | None = None,
+    ) -> Sequential:
+        """Remember an optimizer, a loss and metrics for calls that leave them out (Keras's `compile`).
+
+        Without `metrics`, fit and evaluate report the loss and, for multi-class classification, accuracy.
+        """
         self.optimizer = get_optimizer(optimizer)
         self.loss = get_loss(loss)
+        self.compiled_metrics = metrics
         return self
 
     def _resolve(self, optimizer: str | Optimizer | None, loss: str | Loss | None) -> tuple[Optimizer, Loss]:
@@ -77,7 +90,12 @@ class Sequential(Model):
                 self._named_optimizers[key] = get_optimizer(optimizer)
             optimizer = self._named_optimizers[key]
         self._last_optimizer = get_optimizer(optimizer)
-        return self._last_optimizer, self._default_loss(loss)
+        loss_fn = self._default_loss(loss)
+        warning = double_softmax_warning(self.layers[-1].name, loss_fn)
+        if warning and warning not in self._warned:
+            self._warned.add(warning)
+            warnings.warn(warning, stacklevel=3)
+        return self._last_optimizer, loss_fn
 
     # ---- training -------------------------------------------------------------------------------
     def train_on_batch(
@@ -123,6 +141,9 @@ class Sequential(Model):
         *,
         validation_split: float = 0.0,
         initial_epoch: int = 0,
+        metrics: Sequence[str | Metric] | None = None,
+        class_weight: Mapping[int, float] | None = None,
+        sample_weight: Any = None,
     ) -> History:
         """Train for `epochs` over minibatches of `batch_size`; per-epoch loss/accuracy (and val_*) in History.
 
@@ -142,12 +163,16 @@ class Sequential(Model):
 
         As in Keras, `validation_split=0.2` holds out the last 20 % of (x, y), before any shuffling, as the
         validation data (`validation_data` wins when both are given), and `initial_epoch` starts the epoch
-        count there. Each `seed` keeps one batch-order stream per model: calling `fit(epochs=1)` five times
-        draws the same orders as `fit(epochs=5)`, not the first epoch's order five times.
+        count there. `metrics` (else compile's, else accuracy for multi-class classification) are logged
+        per epoch, `val_*` too; `sample_weight` (n,) and `class_weight` {class: weight} weigh each sample's
+        loss and metrics, multiplied, as Keras. Each `seed` keeps one batch-order stream per model: calling
+        `fit(epochs=1)` five times draws the same orders as `fit(epochs=5)`, not the first epoch's order five times.
         """
         epochs, batch_size = _count("epochs", epochs, 0), _count("batch_size", batch_size, 1)
         initial_epoch = _count("initial_epoch", initial_epoch, 0)
         if validation_split and validation_data is None:
+            if sample_weight is not None:
+                sample_weight = np.asarray(sample_weight)[: int(len(x) * (1 - float(validation_split)))]
             x, y, validation_data = split_validation(x, y, validation_split)
         opt, loss_fn = self._resolve(optimizer, loss)
         strategy = None if distributed is False else as_data_parallel(distributed)
@@ -156,6 +181,7 @@ class Sequential(Model):
         settings = FitSettings(epochs, batch_size, check_shuffle(shuffle), seed, opt, loss_fn, x, y,
                                validation_data, verbose)  # fmt: skip
         xb, yb = self._prepare(x, y, seed)
+        weights = self.sample_weights(y, len(xb), sample_weight, class_weight)
         val = None
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
@@ -174,7 +200,8 @@ class Sequential(Model):
             with tracing(trace) as recorder:
                 parts += [recorder] if recorder is not None else []
                 return train_epochs(self, xb, yb, epochs, batch_size, opt, loss_fn, settings.shuffle, state, val,
-                                    [*(callbacks or ()), *parts], loop_verbose, strategy)  # fmt: skip
+                                    [*(callbacks or ()), *parts], loop_verbose, strategy,
+                                    self.metrics_for(loss_fn, metrics), weights)  # fmt: skip
         finally:
             self._order_rngs[seed] = state.rng  # the next fit with this seed continues the stream
 

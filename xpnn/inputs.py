@@ -78,14 +78,19 @@ def prepare_x(x: Any, input_shape: tuple[int, ...], dtype: np.dtype, backend: Ba
 
 
 def prepare_y(y: Any, n: int, classes: int, dtype: np.dtype, backend: Backend) -> Array:
-    """y as (n, classes) backend rows of `dtype`: integer labels become one-hot, real rows are kept."""
+    """y as (n, classes) backend rows of `dtype`: integer labels become one-hot, real rows are kept.
+
+    For a one-unit output, y (n,) or (n, 1) holds the targets themselves (0/1 labels or regression values).
+    """
     arr = _as_array(y, "y", backend)
     kind = np.dtype(arr.dtype).kind
     if kind not in "biuf":
         raise TypeError(f"y must hold numbers; got dtype {arr.dtype}.")
     if len(arr) != n:
         raise ValueError(f"x has {n} samples but y has {len(arr)}; pass one label (or label row) per sample.")
-    if kind in "iu" and (arr.ndim == 1 or (arr.ndim == 2 and arr.shape[1] == 1 and classes > 1)):
+    if classes == 1 and arr.ndim == 1:  # one output unit (binary or regression): y holds the values, as in Keras
+        arr = arr.reshape(-1, 1)
+    if kind in "iu" and classes > 1 and (arr.ndim == 1 or (arr.ndim == 2 and arr.shape[1] == 1)):
         labels = backend.xp.asarray(arr).reshape(-1)
         low, high = int(labels.min()), int(labels.max())
         if low < 0 or high >= classes:

@@ -148,10 +148,8 @@ def optimizer_config(optimizer: Optimizer) -> dict[str, Any]:
 
 
 def optimizer_from_config(spec: dict[str, Any]) -> Optimizer:
-    cls = getattr(optimizer_module, str(spec.get("class_name")), None)
-    if not (isinstance(cls, type) and issubclass(cls, Optimizer)):
-        raise ValueError(f"unknown optimizer class {spec.get('class_name')!r}; xpnn has SGD and Adam.")
-    return cls(**spec.get("config", {}))
+    """Only xpnn's optimizer classes (not the base class or any other name in the module)."""
+    return optimizer_module.optimizer_from_config(spec)
 
 
 def _write_arrays(group: h5py.Group, arrays: list[np.ndarray]) -> None:
@@ -243,7 +241,7 @@ def read_model(f: h5py.File, cls: type[Model] | None = None) -> tuple[Model, Opt
             }
             state.update({k: _read_arrays(group[k]) for k in group.keys()})
             if state:
-                optimizer.set_state(state)
+                optimizer.set_state(state, model.parameters())
     except (ValueError, TypeError) as exc:  # a layer config or weight that does not fit: say which file
         raise type(exc)(f"{f.filename} holds a model xpnn cannot rebuild: {exc}") from None
     except (KeyError, OSError) as exc:

@@ -15,11 +15,13 @@ from typing import Any
 import numpy as np
 
 from xpnn.backends import get_backend
+from xpnn.data.weights import sample_weights
 from xpnn.errors import DivergedError
 from xpnn.inputs import prepare_x, prepare_y
 from xpnn.layers.base import Layer
 from xpnn.layers.fused import plan
 from xpnn.losses import Loss, get_loss
+from xpnn.metrics import Metric, default_metrics, resolve_metrics
 from xpnn.optimizers import Optimizer
 from xpnn.types import Array
 
@@ -62,6 +64,7 @@ class Model:
         self.input_shape: tuple[int, ...] | None = None
         self.optimizer: Optimizer | None = None
         self.loss: Loss | None = None
+        self.compiled_metrics: Sequence[str | Metric] | None = None  # compile(metrics=...)
         self.stop_training = False  # a callback sets it to end training after the current batch (Keras)
 
     # ---- structure and weights -------------------------------------------------------------------
@@ -233,10 +236,12 @@ class Model:
         grads = [g[key] for layer, g in zip(self.layers, per_layer) for key in layer.params]
         return grads, input_grads
 
-    def run_pass(self, x: Array, y: Array, loss: Loss, record: bool = False, training: bool = True) -> Pass:
+    def run_pass(
+        self, x: Array, y: Array, loss: Loss, record: bool = False, training: bool = True, sample_weight: Any = None
+    ) -> Pass:
         """Forward (training mode unless told), loss and backward on prepared backend arrays; no update."""
         logits, caches, outputs = self.forward(x, record, training)
-        cost, dlogits = loss(logits, y)
+        cost, dlogits = loss(logits, y) if sample_weight is None else loss(logits, y, sample_weight=sample_weight)
         grads, input_grads = self.backward(dlogits, caches, record)
         cost = self._add_regularization(cost, grads)
         return Pass(cost, logits, grads, outputs, input_grads)
@@ -276,8 +281,11 @@ class Model:
     def _default_loss(self, loss: str | Loss | None) -> Loss:
         return get_loss(loss if loss is not None else (self.loss or "softmax_cross_entropy"))
 
-    def predict(self, x: Any, batch_size: int | None = None) -> np.ndarray:
-        """Logits for `x` as a host array, computed in chunks of `batch_size` (default 256)."""
+    def predict(self, x: Any, batch_size: int | None = None, verbose: int = 0) -> np.ndarray:
+        """Outputs (logits) for `x` as a host array, in inference mode, in chunks of `batch_size` (default 256).
+
+        `verbose` is accepted for Keras's habit; predict prints nothing.
+        """
         xb, _ = self._prepare(x, None)
         chunk = PREDICT_CHUNK if batch_size is None else _positive_int("batch_size", batch_size)
         backend = get_backend()
@@ -285,20 +293,60 @@ class Model:
         return backend.to_host(backend.xp.concatenate(outs))
 
     def evaluate(
-        self, x: Any, y: Any, loss: str | Loss | None = None, batch_size: int | None = None
+        self,
+        x: Any,
+        y: Any,
+        loss: str | Loss | None = None,
+        batch_size: int | None = None,
+        sample_weight: Any = None,
+        metrics: Sequence[str | Metric] | None = None,
+        verbose: int = 0,
     ) -> dict[str, float]:
-        """{"loss": mean cost over all samples, "accuracy": argmax match rate}."""
+        """{"loss": mean cost over all samples, and each metric} in inference mode (Keras's `evaluate`).
+
+        Metrics are `metrics`, else the compiled ones, else accuracy for multi-class classification only.
+        `sample_weight` weighs each sample's loss and metrics as Keras does.
+        """
         loss_fn = self._default_loss(loss)
         xb, yb = self._prepare(x, y)
-        return self.evaluate_prepared(xb, yb, loss_fn, batch_size)
+        sw = self.sample_weights(y, len(xb), sample_weight)
+        result = self.evaluate_prepared(xb, yb, loss_fn, batch_size, self.metrics_for(loss_fn, metrics), sw)
+        if verbose:
+            print("  ".join(f"{k} {v:.4f}" for k, v in result.items()), flush=True)
+        return result
 
-    def evaluate_prepared(self, xb: Array, yb: Array, loss_fn: Loss, batch_size: int | None = None) -> dict[str, float]:
-        """`evaluate` on backend arrays already checked by `prepare_x`/`prepare_y`."""
+    def sample_weights(self, y: Any, n: int, sample_weight: Any = None, class_weight: Any = None) -> Array | None:
+        """Keras's per-sample weights (`sample_weight` × `class_weight[label]`) on the backend, or None."""
+        units = int(self.output_shape[-1])
+        w = sample_weights(y, n, units if units > 1 else 2, sample_weight, class_weight)
+        return None if w is None else get_backend().asarray(w.astype(self.dtype))
+
+    def metrics_for(self, loss: Loss, metrics: Sequence[str | Metric] | None = None) -> list[Metric]:
+        """Metric objects for `metrics` (else the compiled ones, else the defaults for this loss and output)."""
+        specs = metrics if metrics is not None else self.compiled_metrics
+        units = int(self.output_shape[-1])
+        return default_metrics(loss, units) if specs is None else resolve_metrics(specs, loss, units)
+
+    def evaluate_prepared(
+        self,
+        xb: Array,
+        yb: Array,
+        loss_fn: Loss,
+        batch_size: int | None = None,
+        metrics: list[Metric] | None = None,
+        sample_weight: Array | None = None,
+    ) -> dict[str, float]:
+        """`evaluate` on backend arrays already checked by `prepare_x`/`prepare_y`; one host read per figure."""
         chunk = PREDICT_CHUNK if batch_size is None else _positive_int("batch_size", batch_size)
-        total_cost, correct = 0.0, 0
+        metrics = self.metrics_for(loss_fn) if metrics is None else metrics
+        for m in metrics:
+            m.reset()
+        total_cost = 0.0
         for i in range(0, len(xb), chunk):
             logits = self.forward(xb[i : i + chunk])[0]
-            cost, _ = loss_fn(logits, yb[i : i + chunk])
+            sw = None if sample_weight is None else sample_weight[i : i + chunk]
+            cost, _ = loss_fn(logits, yb[i : i + chunk]) if sw is None else loss_fn(logits, yb[i : i + chunk], sw)
             total_cost = total_cost + cost * len(logits)
-            correct = correct + (logits.argmax(axis=1) == yb[i : i + chunk].argmax(axis=1)).sum()
-        return {"loss": float(total_cost) / len(xb), "accuracy": float(correct) / len(xb)}
+            for m in metrics:
+                m.update(logits, yb[i : i + chunk], sw)
+        return {"loss": float(total_cost) / len(xb), **{m.name: m.result() for m in metrics}}

@@ -49,6 +49,10 @@ def softmax_xent(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np
     sum_exp = exp.sum(axis=1, keepdims=True)
     loss = (labels * (np.log(sum_exp) - shifted)).sum(axis=1)
     backprop = exp / sum_exp - labels
+    # Where the top class's probability rounds to 1 (sum_exp == 1), 1 − p is the other classes' tail, not 0:
+    # keep it (TF issue #126634). Every other entry is left bit for bit as TF 2.21 computes it.
+    rounds_to_one = (shifted == 0) & (sum_exp == 1.0)
+    backprop -= rounds_to_one * (exp * (shifted < 0)).sum(axis=1, keepdims=True)
     return loss, backprop
 
 

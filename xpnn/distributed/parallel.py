@@ -28,6 +28,7 @@ from xpnn.distributed.shard import describe_split, shard
 from xpnn.distributed.world import DEFAULT_TIMEOUT, World, init
 from xpnn.errors import DivergedError
 from xpnn.losses import Loss
+from xpnn.metrics import Metric
 from xpnn.model import Model, Pass
 from xpnn.optimizers import Optimizer
 from xpnn.training.loop import Callback, History, Strategy, TrainState
@@ -172,12 +173,18 @@ class DataParallel(Strategy, Callback):
         assert self.world is not None
         return shard(indices, self.world.rank, self.world.size)
 
-    def run_pass(self, model: Model, x: Array, y: Array, loss: Loss, batch_n: int, record: bool) -> Pass:
-        """Forward/backward on this rank's slice, then the all-reduce: grads and cost become the batch means."""
+    def run_pass(
+        self, model: Model, x: Array, y: Array, loss: Loss, batch_n: int, record: bool, sample_weight: Any = None
+    ) -> Pass:
+        """Forward/backward on this rank's slice, then the all-reduce: grads and cost become the batch means.
+
+        A loss over this rank's n_r samples is a mean (Keras's sum_over_batch_size, weighted or not) and
+        the weight penalties count once per rank: scaled by n_r / batch_n and summed, both become the batch's.
+        """
         xp = get_backend().xp
         self.step += 1
         if len(x):
-            result = model.run_pass(x, y, loss, record=record)
+            result = model.run_pass(x, y, loss, record=record, sample_weight=sample_weight)
         else:  # a short last batch can leave a rank empty: it adds zeros and still joins the all-reduce
             logits = xp.zeros((0, model.output_shape[-1]), dtype=model.dtype)
             result = Pass(xp.zeros((), model.dtype), logits, [xp.zeros_like(p) for p in model.parameters()])
@@ -190,12 +197,17 @@ class DataParallel(Strategy, Callback):
             offset += g.size
         return dataclasses.replace(result, cost=flat[-1], grads=grads)
 
-    def sum_count(self, count: Any) -> int:
-        """An integer count (e.g. correct predictions) summed over the ranks."""
+    def sum_metrics(self, metrics: list[Metric]) -> None:
+        """Each metric's running total and count summed over the ranks (one small host all-reduce per epoch)."""
         assert self.mpi is not None
-        buf = np.array([int(count)], dtype=np.int64)
-        self.mpi.allreduce_sum(buf, f"the accuracy count of epoch {self.epoch}")
-        return int(buf[0])
+        if not metrics:
+            return
+        backend = get_backend()
+        buf = np.array([float(v) for m in metrics for v in (m.total, m.count)], dtype=np.float64)
+        self.mpi.allreduce_sum(buf, f"the metrics of epoch {self.epoch}")
+        for i, m in enumerate(metrics):
+            m.total = backend.asarray(buf[2 * i : 2 * i + 1].reshape(()))
+            m.count = backend.asarray(buf[2 * i + 1 : 2 * i + 2].reshape(()))
 
     # ---- callback hooks ------------------------------------------------------------------------
     def on_epoch_begin(self, model: Model, state: TrainState) -> None:

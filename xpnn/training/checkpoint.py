@@ -21,6 +21,7 @@ import numpy as np
 
 from xpnn.backends import get_backend
 from xpnn.io import atomic_write, layer_configs, open_model_file, optimizer_config, read_model, write_model
+from xpnn.losses import loss_config
 from xpnn.model import Model
 from xpnn.optimizers import Optimizer
 from xpnn.training.loop import Callback, FitSettings, History, TrainState
@@ -51,7 +52,7 @@ def run_config(model: Model, settings: FitSettings, data: dict[str, Any] | None 
         "input_shape": list(model.input_shape or ()),
         "dtype": str(model.dtype),
         "optimizer": optimizer_config(settings.optimizer),
-        "loss": settings.loss.name or type(settings.loss).__name__,
+        "loss": loss_config(settings.loss),
         "epochs": settings.epochs,
         "batch_size": settings.batch_size,
         "shuffle": settings.shuffle,
@@ -167,7 +168,7 @@ def restore_checkpoint(
     except ValueError as exc:
         raise ValueError(f"cannot resume from {path}: {exc} The checkpoint holds another architecture.") from None
     if saved_opt is not None:
-        optimizer.set_state(saved_opt.get_state())
+        optimizer.set_state(saved_opt.get_state(), model.parameters())
     if layer_state is not None:
         model.set_state(layer_state)
     for i, cb in enumerate(state.callbacks):

@@ -9,6 +9,7 @@ batch-order RNG, the history); `FitSettings` says what this fit was asked to do.
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,7 @@ from xpnn.backends import get_backend
 from xpnn.data.batches import epoch_batches
 from xpnn.errors import DivergedError
 from xpnn.losses import Loss
+from xpnn.metrics import Metric
 from xpnn.model import Model, Pass
 from xpnn.optimizers import Optimizer
 from xpnn.types import Array
@@ -125,11 +127,13 @@ class Strategy:
     def shard(self, indices: np.ndarray) -> np.ndarray:
         return indices
 
-    def run_pass(self, model: Model, x: Array, y: Array, loss: Loss, batch_n: int, record: bool) -> Pass:
-        return model.run_pass(x, y, loss, record=record)
+    def run_pass(
+        self, model: Model, x: Array, y: Array, loss: Loss, batch_n: int, record: bool, sample_weight: Any = None
+    ) -> Pass:
+        return model.run_pass(x, y, loss, record=record, sample_weight=sample_weight)
 
-    def sum_count(self, count: Any) -> Any:
-        return count
+    def sum_metrics(self, metrics: list[Metric]) -> None:
+        """Make each metric's running totals the whole batch's (one process: they already are)."""
 
     def failed(self, exc: BaseException) -> None:
         """An exception other than divergence left the loop."""
@@ -182,13 +186,19 @@ def train_epochs(
     callbacks: list[Callback] | tuple[Callback, ...] = (),
     verbose: int = 1,
     strategy: Strategy | None = None,
+    metrics: list[Metric] | None = None,
+    sample_weight: Array | None = None,
 ) -> History:
     """Train prepared backend arrays from `state.epoch` up to `epochs`; costs are read once per epoch.
+
+    `metrics` (default: `model.metrics_for(loss)`) accumulate on the device and are read at each epoch's end;
+    `sample_weight` (n,) weighs each sample's loss and metrics (Keras's sample_weight/class_weight).
 
     A non-finite cost, weight or validation loss raises `DivergedError` after the weights and optimizer
     state of the epoch's start are put back (the last good ones), so nothing written later holds NaN.
     """
     strategy = strategy or Strategy()
+    metrics = model.metrics_for(loss) if metrics is None else metrics
     callbacks = strategy.select(list(callbacks))
     state.callbacks = callbacks
     model.stop_training = False
@@ -199,8 +209,8 @@ def train_epochs(
         while state.epoch < epochs and not state.stop:
             snapshot = Snapshot(model, optimizer)
             try:
-                logs = _epoch(model, x, y, epochs, batch_size, optimizer, loss, shuffle, state, validation, callbacks,
-                              strategy)  # fmt: skip
+                logs = _epoch(model, x, y, batch_size, optimizer, loss, shuffle, state, validation, callbacks,
+                              strategy, metrics, sample_weight)  # fmt: skip
             except DivergedError:
                 snapshot.restore(model, optimizer)
                 raise
@@ -226,7 +236,6 @@ def _epoch(
     model: Model,
     x: Array,
     y: Array,
-    epochs: int,
     batch_size: int,
     optimizer: Optimizer,
     loss: Loss,
@@ -235,6 +244,8 @@ def _epoch(
     validation: tuple[Array, Array] | None,
     callbacks: list[Callback],
     strategy: Strategy,
+    metrics: list[Metric],
+    sample_weight: Array | None,
 ) -> dict[str, float]:
     """One epoch: its batches, then the epoch's logs (one host read of the costs), then the epoch-end hooks."""
     backend = get_backend()
@@ -247,7 +258,8 @@ def _epoch(
     costs: list[Array] = []
     sizes: list[int] = []
     cost_sum = xp.zeros((), dtype=model.dtype)
-    correct = xp.zeros((), dtype=xp.int64)
+    for m in metrics:
+        m.reset()
     batches = epoch_batches(len(x), batch_size, shuffle, state.rng)
     # One upload of the epoch's order; each step slices it on the device (no per-step transfer).
     order = None if strategy.shards else backend.asarray(np.concatenate(batches))
@@ -255,29 +267,33 @@ def _epoch(
         mine = strategy.shard(idx)
         idx_b = backend.asarray(mine) if order is None else order[index * batch_size : index * batch_size + len(idx)]
         xs, ys = x[idx_b], y[idx_b]
-        result = strategy.run_pass(model, xs, ys, loss, len(idx), record)
+        sw = None if sample_weight is None else sample_weight[idx_b]
+        result = strategy.run_pass(model, xs, ys, loss, len(idx), record, sw)
         optimizer.apply(model.parameters(), result.grads)
         state.step += 1
         costs.append(result.cost)
         sizes.append(len(idx))
         cost_sum = cost_sum + result.cost * len(idx)
-        correct += (result.logits.argmax(axis=1) == ys.argmax(axis=1)).sum()
+        for m in metrics:
+            m.update(result.logits, ys, sw)
         batch = Batch(epoch, index, mine, xs, ys, result, cost_sum, sum(sizes))
         for cb in callbacks:
             cb.on_batch_end(model, state, batch)
         if model.stop_training:
             break
-    correct = strategy.sum_count(correct)
+    strategy.sum_metrics(metrics)
     per_batch = backend.to_host(xp.stack(costs))
     if not np.isfinite(per_batch).all():
         bad = int(np.argmin(np.isfinite(per_batch)))
         raise DivergedError(epoch, bad + 1, float(per_batch[bad]))
     seen = sum(sizes)
-    logs = {"loss": float(per_batch @ np.asarray(sizes, dtype=np.float64)) / seen, "accuracy": float(correct) / seen}
+    logs = {"loss": float(per_batch @ np.asarray(sizes, dtype=np.float64)) / seen}
+    logs.update({m.name: m.result() for m in metrics})
     if not all_finite([w for layer in model.layers for w in layer.weights.values()]):
         raise DivergedError(epoch, len(sizes), float("nan"), what="a weight")
     if validation is not None:
-        logs.update({f"val_{k}": v for k, v in model.evaluate_prepared(*validation, loss).items()})
+        val_metrics = copy.deepcopy(metrics)
+        logs.update({f"val_{k}": v for k, v in model.evaluate_prepared(*validation, loss, None, val_metrics).items()})
         if not np.isfinite(logs["val_loss"]):
             raise DivergedError(epoch, len(sizes), logs["val_loss"], what="the validation loss")
     logs["seconds"] = time.perf_counter() - start
