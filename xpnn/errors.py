@@ -12,3 +12,7 @@ class DivergedError(FloatingPointError):
             f"the cost became {cost} at epoch {epoch}, step {step} (both counted from 1): training diverged. "
             "Lower the learning rate, check the inputs are scaled (e.g. images to [0, 1]), or try another seed."
         )
+
+
+class ModelFileError(ValueError):
+    """A model or checkpoint file that is damaged, corrupt (checksum), or unsafe to read; names the file."""

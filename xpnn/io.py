@@ -1,15 +1,29 @@
 """Model files: architecture, weights (TF layouts), dtype and optimizer state in one HDF5 file, written atomically.
 
-`save_model` writes to a temporary file in the target's folder, flushes and fsyncs it, then `os.replace`s
-it over the target, so a crash or a full disk leaves the old file or the new one, never half of each.
-Checkpoints (xpnn.runs) use the same file with an extra `train_state` group.
+Writing: `write_h5` builds the whole HDF5 image in memory (h5py on a BytesIO), seals it with a SHA-256 of
+its contents, and writes the bytes with plain `os.write` to a temporary file beside the target, fsyncs it
+and `os.replace`s it over the target. HDF5 itself never meets the disk, so a full disk is one OSError from
+`os.write` (h5py's own close on ENOSPC raises RuntimeError or crashes), the old file stays whole and the
+temporary file is removed. Checkpoints (xpnn.runs) use the same file with an extra `train_state` group.
+
+Reading: a file from a stranger is safe to open. `open_model_file` walks its links without following them
+and refuses anything that reaches outside it (xpnn.h5check), then verifies the checksum; `read_model`
+checks every declared shape and dtype against the architecture before it reads an array, and reads each
+weight straight into the built model (peak memory about the model's size plus the optimizer's state).
+
+Format versions: 1 (xpnn 0.x before the checksum) has no `sha256` attribute and still loads; 2 adds the root
+attribute `sha256` (xpnn.h5check.content_sha256 over every other attribute and dataset) and is what `write_h5`
+writes. A format 2 file whose checksum is missing or wrong is refused as corrupt.
 """
 
 from __future__ import annotations
 
 import errno
+import io as _io
 import json
+import math
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +35,9 @@ import numpy as np
 from xpnn import layers as layer_module
 from xpnn import optimizers as optimizer_module
 from xpnn.backends import get_backend
+from xpnn.checkpoint_schema import MAX_JSON_BYTES, check_format_version, parse_json_attr
+from xpnn.errors import ModelFileError
+from xpnn.h5check import CHECKSUM_ATTR, Contents, check_structure, content_sha256
 from xpnn.layers.base import Layer
 from xpnn.optimizers import Optimizer
 
@@ -28,7 +45,10 @@ if TYPE_CHECKING:
     from xpnn.model import Sequential
 
 FORMAT = "xpnn-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest this xpnn reads and writes: 1 + the sha256 checksum
+UNSEALED_VERSION = 1  # what write_model marks; write_h5 seals the file and raises it to FORMAT_VERSION
+MAX_SAMPLE_ELEMENTS = 1 << 28  # values per sample of the input and of any layer's output (1 GiB in float32)
+WRITE_CHUNK = 1 << 20
 
 PathLike = str | os.PathLike
 
@@ -92,15 +112,68 @@ def _write_error(target: Path, exc: OSError) -> OSError:
     code = exc.errno
     if code is None and isinstance(exc.__cause__, OSError):
         code = exc.__cause__.errno
-    if code == errno.ENOSPC or "No space left" in str(exc):
+    if code in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(exc):
+        folder = target.parent if str(target.parent) else Path(".")
+        try:
+            free = f" (the disk holding {folder} has {shutil.disk_usage(folder).free} bytes free)"
+        except OSError:
+            free = ""
         return OSError(
             errno.ENOSPC,
-            f"no space left on the device while saving {target}; nothing was half-written "
+            f"no space left on the device while saving {target}{free}; nothing was half-written "
             "(any previous file there is unchanged). Free some disk space or save to another folder.",
         )
     if code in (errno.EACCES, errno.EPERM, errno.EROFS):
         return OSError(code, f"cannot write {target}: {exc.strerror or exc}. Save to a folder you can write to.")
     return OSError(code, f"saving {target} failed ({exc}); any previous file there is unchanged.")
+
+
+def write_bytes(tmp: Path, data: bytes | memoryview) -> None:
+    """Write `data` to `tmp` with plain os.write calls (a short write continues, an error is an OSError)."""
+    view = memoryview(data).cast("B")
+    fd = os.open(tmp, os.O_WRONLY | os.O_TRUNC)
+    try:
+        done = 0
+        while done < len(view):
+            done += os.write(fd, view[done : done + WRITE_CHUNK])
+    finally:
+        os.close(fd)
+
+
+def seal(f: h5py.File) -> None:
+    """Mark an xpnn file as format 2 and store the SHA-256 of everything in it (the last step of a write)."""
+    f.attrs["format_version"] = FORMAT_VERSION
+    if CHECKSUM_ATTR in f.attrs:
+        del f.attrs[CHECKSUM_ATTR]
+    f.attrs[CHECKSUM_ATTR] = content_sha256(check_structure(f))
+
+
+def h5_image(fill: Callable[[h5py.File], None]) -> memoryview:
+    """The bytes of an HDF5 file made by `fill(f)` in memory (sealed when it is an xpnn file); no disk involved."""
+    buf = _io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        fill(f)
+        if f.attrs.get("format") == FORMAT:
+            seal(f)
+    return buf.getbuffer()
+
+
+def write_h5(
+    path: PathLike, fill: Callable[[h5py.File], None], before_replace: Callable[[], None] | None = None
+) -> Path:
+    """Atomically write the HDF5 file that `fill(f)` builds: made in memory, then written by `atomic_write`.
+
+    Any error (a full disk included) leaves `path` as it was and no temporary file behind.
+    """
+
+    def write(tmp: Path) -> None:
+        image = h5_image(fill)
+        try:
+            write_bytes(tmp, image)
+        finally:
+            image.release()
+
+    return atomic_write(path, write, before_replace)
 
 
 # ---- what goes in the file -------------------------------------------------------------------------
@@ -148,11 +221,33 @@ def optimizer_config(optimizer: Optimizer) -> dict[str, Any]:
     return {"class_name": type(optimizer).__name__, "config": optimizer.get_config()}
 
 
-def optimizer_from_config(spec: dict[str, Any]) -> Optimizer:
-    cls = getattr(optimizer_module, str(spec.get("class_name")), None)
-    if not (isinstance(cls, type) and issubclass(cls, Optimizer)):
-        raise ValueError(f"unknown optimizer class {spec.get('class_name')!r}; xpnn has SGD and Adam.")
-    return cls(**spec.get("config", {}))
+def optimizer_classes() -> dict[str, type[Optimizer]]:
+    """xpnn's optimizer classes by class name (the base class `Optimizer` is not one)."""
+    return {
+        name: obj
+        for name in dir(optimizer_module)
+        if not name.startswith("_")
+        and isinstance(obj := getattr(optimizer_module, name), type)
+        and issubclass(obj, Optimizer)
+        and obj is not Optimizer
+    }
+
+
+def optimizer_from_config(spec: Any) -> Optimizer:
+    """An optimizer from `optimizer_config` output; only xpnn's optimizer classes, with a table of arguments."""
+    known = optimizer_classes()
+    if not isinstance(spec, dict) or set(spec) - {"class_name", "config"}:
+        raise ValueError(f"the optimizer must be a table with class_name and config; got {spec!r:.80}.")
+    name = spec.get("class_name")
+    if name not in known:
+        raise ValueError(f"unknown optimizer class {name!r:.40}; choose one of {', '.join(sorted(known))}.")
+    config = spec.get("config", {})
+    if not isinstance(config, dict):
+        raise ValueError(f"the {name} optimizer's config must be a table of arguments; got {config!r:.80}.")
+    try:
+        return known[name](**config)
+    except TypeError as exc:
+        raise ValueError(f"optimizer {name}: {exc}") from None
 
 
 def _write_arrays(group: h5py.Group, arrays: list[np.ndarray]) -> None:
@@ -161,16 +256,12 @@ def _write_arrays(group: h5py.Group, arrays: list[np.ndarray]) -> None:
         group.create_dataset(f"{i:03d}", data=arr)
 
 
-def _read_arrays(group: h5py.Group) -> list[np.ndarray]:
-    return [np.asarray(group[key]) for key in sorted(group.keys())]
-
-
 def write_model(f: h5py.File, model: Sequential, optimizer: Optimizer | None) -> None:
     """Fill an open HDF5 file with the model (and the optimizer's config and state)."""
     from xpnn import __version__
 
     f.attrs["format"] = FORMAT
-    f.attrs["format_version"] = FORMAT_VERSION
+    f.attrs["format_version"] = UNSEALED_VERSION  # write_h5 seals it (checksum) and marks it FORMAT_VERSION
     f.attrs["xpnn_version"] = __version__
     f.attrs["dtype"] = str(model.dtype)
     f.attrs["input_shape"] = json.dumps(list(model.input_shape or ()))
@@ -192,16 +283,16 @@ def save_model(model: Sequential, path: PathLike, optimizer: Optimizer | None = 
     model._require_built()
     opt = optimizer if optimizer is not None else getattr(model, "_last_optimizer", None) or model.optimizer
 
-    def write(tmp: Path) -> None:
-        with h5py.File(tmp, "w") as f:
-            write_model(f, model, opt)
-
-    return atomic_write(path, write)
+    return write_h5(path, lambda f: write_model(f, model, opt))
 
 
 # ---- reading ---------------------------------------------------------------------------------------
 def open_model_file(path: PathLike, what: str = "model") -> h5py.File:
-    """Open an xpnn HDF5 file for reading, or raise an error that names the file and says what is wrong."""
+    """Open an xpnn HDF5 file for reading, checked to be safe and whole, or raise an error naming the file.
+
+    Before any attribute or data is read, every link is checked (xpnn.h5check: nothing outside the file,
+    every dataset stored in it); then the format, its version and (format 2) the SHA-256 of the contents.
+    """
     file = Path(path)
     if not file.exists():
         raise FileNotFoundError(f"{what} file {file} does not exist; check the path (a run keeps it as model.h5).")
@@ -209,52 +300,179 @@ def open_model_file(path: PathLike, what: str = "model") -> h5py.File:
         raise ValueError(f"{file} is a folder, not a {what} file; pass the .h5 inside it (e.g. {file / 'model.h5'}).")
     try:
         f = h5py.File(file, "r")
-    except OSError as exc:
-        raise ValueError(
+    except (OSError, RuntimeError) as exc:
+        raise ModelFileError(
             f"{file} is not a readable HDF5 {what} file (truncated, corrupted, or another format: {exc}). "
             "Save it again with model.save(), or use a run's previous checkpoint."
         ) from None
-    if f.attrs.get("format") != FORMAT:
+    try:
+        contents = check_structure(f)
+        if f.attrs.get("format") != FORMAT:
+            raise ModelFileError(
+                f"{file} is an HDF5 file but not an xpnn {what} (no format='{FORMAT}' attribute; a Keras .h5?). "
+                "Rebuild the model in xpnn and load the weights with model.set_weights(...)."
+            )
+        version = check_format_version(f.attrs.get("format_version"), str(file), FORMAT_VERSION)
+        if version >= 2 and f.attrs.get(CHECKSUM_ATTR) != content_sha256(contents):
+            raise ModelFileError(
+                f"{file} is corrupt: its contents do not match the SHA-256 stored in it (changed bytes or a "
+                "damaged copy). Use another copy or a run's previous checkpoint."
+            )
+    except ValueError:
         f.close()
-        raise ValueError(
-            f"{file} is an HDF5 file but not an xpnn {what} (no format='{FORMAT}' attribute; a Keras .h5?). "
-            "Rebuild the model in xpnn and load the weights with model.set_weights(...)."
-        )
-    version = int(f.attrs.get("format_version", 0))
-    if version > FORMAT_VERSION:
+        raise
+    except (OSError, RuntimeError, KeyError, TypeError) as exc:  # h5py's errors from a damaged file
         f.close()
-        raise ValueError(
-            f"{file} uses xpnn model format {version}, newer than this xpnn reads ({FORMAT_VERSION}); upgrade xpnn."
-        )
+        raise _damaged(f"{file}", exc) from None
     return f
 
 
+def _damaged(file: str, exc: BaseException) -> ModelFileError:
+    return ModelFileError(
+        f"{file} is an xpnn file but a part of it is missing or damaged ({type(exc).__name__}: {exc}); "
+        "it may have been truncated. Use another copy or a run's checkpoint."
+    )
+
+
+def _input_shape(raw: Any, where: str) -> tuple[int, ...]:
+    shape = parse_json_attr(raw, f"{where}: input_shape")
+    if (
+        not isinstance(shape, list)
+        or not 1 <= len(shape) <= 8
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape)
+    ):
+        raise ValueError(f"input_shape must be a list of positive sizes, e.g. [64, 64, 3]; got {shape!r:.80}.")
+    if math.prod(shape) > MAX_SAMPLE_ELEMENTS:
+        raise ValueError(
+            f"input_shape {shape} holds {math.prod(shape)} values a sample, more than the {MAX_SAMPLE_ELEMENTS} "
+            "xpnn loads; refused before building."
+        )
+    return tuple(shape)
+
+
+def _check_layer_sizes(layers: list[Layer], input_shape: tuple[int, ...]) -> None:
+    """Refuse, before any weight is allocated, a stack whose layers declare outputs beyond MAX_SAMPLE_ELEMENTS."""
+    shape = input_shape
+    for i, layer in enumerate(layers):
+        try:
+            shape = tuple(int(s) for s in layer.compute_output_shape(shape))
+        except (ValueError, TypeError):
+            return  # build says what is wrong with the stack
+        if math.prod(shape) > MAX_SAMPLE_ELEMENTS:
+            raise ValueError(
+                f"layer {i} ({layer.name}) outputs {shape}, more than {MAX_SAMPLE_ELEMENTS} values a sample; "
+                "refused before building."
+            )
+
+
+def _array_list(contents: Contents, prefix: str) -> list[h5py.Dataset]:
+    """The datasets "000", "001", ... of group `prefix`, in order; anything else there is refused."""
+    group = contents.groups.get(prefix)
+    if group is None:
+        raise ValueError(f"{prefix} is not a group of arrays.")
+    names = list(group.keys())
+    expected = [f"{i:03d}" for i in range(len(names))]
+    if sorted(names, key=lambda n: (len(n), n)) != expected:
+        raise ValueError(f"{prefix} must hold arrays named 000, 001, ... in order; got {sorted(names)[:5]}.")
+    out = []
+    for name in expected:
+        ds = contents.datasets.get(f"{prefix}/{name}")
+        if ds is None:
+            raise ValueError(f"{prefix}/{name} is not an array.")
+        out.append(ds)
+    return out
+
+
+def _check_declared(datasets: list[h5py.Dataset], targets: list[tuple[str, tuple[int, ...]]], dtype: np.dtype) -> None:
+    """Compare each dataset's declared shape and dtype (metadata only) with what the model needs there."""
+    for ds, (what, shape) in zip(datasets, targets):
+        if tuple(ds.shape) != tuple(shape):
+            raise ValueError(f"{ds.name} ({what}) declares shape {tuple(ds.shape)}; the architecture needs {shape}.")
+        if ds.dtype != dtype:
+            raise ValueError(f"{ds.name} ({what}) holds {ds.dtype}; the model is {dtype}.")
+
+
+def _read_into(ds: h5py.Dataset, target: Any, what: str) -> None:
+    """Read a dataset straight into the model's own array (no second copy on the CPU); refuse NaN/Inf."""
+    backend = get_backend()
+    if isinstance(target, np.ndarray) and target.flags.c_contiguous and target.size:
+        ds.read_direct(target)
+    elif target.size:
+        target[...] = backend.asarray(ds[()])
+    if target.size and not bool(backend.xp.isfinite(target).all()):
+        raise ValueError(f"{ds.name} ({what}) holds NaN or Inf; the file is damaged or was saved after divergence.")
+
+
 def read_model(f: h5py.File) -> tuple[Sequential, Optimizer | None]:
-    """The model and optimizer held in an open xpnn file (the caller has checked its format)."""
+    """The model and optimizer held in an open xpnn file (opened with `open_model_file`).
+
+    Order: the architecture (bounded JSON), a size check before building, the build, then every weight's
+    and optimizer array's declared shape and dtype against the built model, and only then the data.
+    """
+    file = f.filename
+    try:
+        return _read_model(f, file)
+    except ModelFileError:
+        raise
+    except (ValueError, TypeError) as exc:  # a layer config or weight that does not fit: say which file
+        text = str(exc) if str(exc).startswith(file) else f"{file} holds a model xpnn cannot rebuild: {exc}"
+        raise type(exc)(text) from None
+    except (KeyError, OSError, RuntimeError) as exc:
+        raise _damaged(file, exc) from None
+
+
+def _read_model(f: h5py.File, file: str) -> tuple[Sequential, Optimizer | None]:
     from xpnn.model import Sequential
 
-    try:
-        layers = layers_from_configs(json.loads(f.attrs["layers"]))
-        model = Sequential(layers, dtype=str(f.attrs["dtype"]))
-        model.build(tuple(json.loads(f.attrs["input_shape"])), seed=0)
-        model.set_weights(_read_arrays(f["weights"]))
-        optimizer = None
-        if "optimizer" in f:
-            group = f["optimizer"]
-            optimizer = optimizer_from_config(json.loads(group.attrs["config"]))
-            state: dict[str, Any] = {
-                k[len("state.") :]: json.loads(v) for k, v in group.attrs.items() if k.startswith("state.")
-            }
-            state.update({k: _read_arrays(group[k]) for k in group.keys()})
-            if state:
-                optimizer.set_state(state)
-    except (ValueError, TypeError) as exc:  # a layer config or weight that does not fit: say which file
-        raise type(exc)(f"{f.filename} holds a model xpnn cannot rebuild: {exc}") from None
-    except (KeyError, OSError) as exc:
-        raise ValueError(
-            f"{f.filename} is an xpnn file but a part of it is missing or damaged ({exc}); "
-            "it may have been truncated. Use another copy or a run's checkpoint."
-        ) from None
+    contents = check_structure(f)
+    dtype_name = f.attrs.get("dtype")
+    if not isinstance(dtype_name, str) or len(dtype_name) > 16:
+        raise ValueError(f"its dtype attribute must be a dtype name such as 'float32'; got {dtype_name!r:.40}.")
+    input_shape = _input_shape(f.attrs["input_shape"], file)
+    layers = layers_from_configs(parse_json_attr(f.attrs["layers"], f"{file}: layers", MAX_JSON_BYTES))
+    _check_layer_sizes(layers, input_shape)
+    model = Sequential(layers, dtype=dtype_name)
+    model.build(input_shape, seed=0)
+    dtype = np.dtype(model.dtype)
+    slots = [(layer, key) for layer in model.layers for key in layer.weights]
+    weights = _array_list(contents, "/weights")
+    if len(weights) != len(slots):
+        raise ValueError(f"it holds {len(weights)} weight arrays but its architecture has {len(slots)}.")
+    targets = [(f"{layer.name} {key}", tuple(layer.weights[key].shape)) for layer, key in slots]
+    _check_declared(weights, targets, dtype)
+
+    optimizer, scalars, lists = None, {}, {}
+    if "/optimizer" in contents.groups:
+        group = contents.groups["/optimizer"]
+        optimizer = optimizer_from_config(parse_json_attr(group.attrs["config"], f"{file}: optimizer config"))
+        for name in group.attrs:
+            if name.startswith("state."):
+                scalars[name[len("state.") :]] = parse_json_attr(group.attrs[name], f"{file}: optimizer {name}")
+            elif name != "config":
+                raise ValueError(f"the optimizer group has an unknown attribute {name!r:.40}.")
+        params = [
+            (f"{layer.name} {key} {{}}", tuple(p.shape)) for layer in model.layers for key, p in layer.params.items()
+        ]
+        for key in group.keys():
+            arrays = _array_list(contents, f"/optimizer/{key}")
+            if arrays and len(arrays) != len(params):  # empty: an optimizer that has not stepped yet
+                raise ValueError(
+                    f"its optimizer state {key!r:.40} has {len(arrays)} arrays but the model has {len(params)} "
+                    "trainable weights."
+                )
+            _check_declared(arrays, [(what.format(key), shape) for what, shape in params], dtype)
+            lists[key] = arrays
+
+    for (layer, key), ds in zip(slots, weights):  # every size is known to fit: read
+        _read_into(ds, layer.weights[key], f"{layer.name} {key}")
+    if optimizer is not None:
+        state: dict[str, Any] = dict(scalars)
+        for key, arrays in lists.items():
+            state[key] = [np.empty(ds.shape, dtype) for ds in arrays]
+            for ds, target in zip(arrays, state[key]):
+                _read_into(ds, target, f"optimizer {key}")
+        if state:
+            optimizer.set_state(state)
     return model, optimizer
 
 
