@@ -16,3 +16,7 @@ class DivergedError(FloatingPointError):
 
 class ModelFileError(ValueError):
     """A model or checkpoint file that is damaged, corrupt (checksum), or unsafe to read; names the file."""
+
+
+class RunInUseError(OSError):
+    """Another process holds the run folder (xpnn.runlock); the message names its pid."""
