@@ -123,7 +123,7 @@ def _warn_unscaled_pixels(arr: Any, backend: Backend) -> None:
             "(Keras scales none). Scale them yourself (e.g. x / 255.0 or x / 65535.0), pass uint8, or pass "
             "x.astype('float32') if the values are meant as they are.",
             UserWarning,
-            stacklevel=4,
+            stacklevel=5,  # the user's predict/fit/evaluate call (warn -> prepare_x -> _prepare -> method)
         )
 
 
