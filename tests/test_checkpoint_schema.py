@@ -84,7 +84,8 @@ def test_history_must_be_lists_of_numbers():
 
 
 def test_format_version_must_be_a_known_integer():
-    assert check_format_version(None, WHERE, 2) == 1  # written before the attribute existed
+    with pytest.raises(ValueError, match=rf"{WHERE} has no format_version attribute; the file is damaged"):
+        check_format_version(None, WHERE, 2)  # every xpnn file has one: missing is damage, not "format 1"
     assert check_format_version(np.int64(2), WHERE, 2) == 2
     for bad in ("1", 1.5, True, np.array([1, 2])):
         with pytest.raises(ValueError, match=rf"{WHERE}: format_version must be an integer; got"):

@@ -255,10 +255,11 @@ def test_every_damaged_copy_loads_the_same_model_or_gives_one_xpnn_error(saved, 
     expected = xpnn.load_model(saved).get_weights()
     rng = np.random.default_rng(0)
     outcomes = set()
-    for trial in range(40):
+    for trial in range(60):
         data = bytearray(good)
-        start = int(rng.integers(0, len(data) - 16))
-        data[start : start + 16] = rng.integers(0, 256, 16, dtype=np.uint8).tobytes()
+        size = int(rng.choice([1, 16, 64]))
+        start = int(rng.integers(0, len(data) - size))
+        data[start : start + size] = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
         path = tmp_path / f"damaged{trial}.h5"
         path.write_bytes(bytes(data))
         try:
@@ -270,3 +271,20 @@ def test_every_damaged_copy_loads_the_same_model_or_gives_one_xpnn_error(saved, 
         assert all(np.array_equal(a, b) for a, b in zip(back.get_weights(), expected)), trial
         outcomes.add("same")
     assert "refused" in outcomes
+
+
+def test_a_checkpoints_extra_group_is_covered_by_the_checksum(tmp_path):
+    path = tmp_path / "checkpoint.h5"
+    model = trained()
+
+    def fill(f):
+        xpnn.io.write_model(f, model, None)
+        f.create_group("train_state").attrs["epoch"] = 3
+
+    xpnn.io.write_h5(path, fill)
+    with xpnn.io.open_model_file(path, "checkpoint") as f:
+        assert f.attrs["format_version"] == xpnn.io.FORMAT_VERSION and int(f["train_state"].attrs["epoch"]) == 3
+    with h5py.File(path, "a") as f:
+        f["train_state"].attrs["epoch"] = 4
+    with pytest.raises(ModelFileError, match=r"checkpoint\.h5 is corrupt"):
+        xpnn.io.open_model_file(path, "checkpoint")

@@ -59,9 +59,10 @@ def parse_json_attr(raw: Any, what: str, max_bytes: int = MAX_JSON_BYTES, max_de
 
 
 def check_format_version(obj: Any, where: str, newest: int) -> int:
-    """A file's format_version as an int in [1, newest]; an older xpnn's file (no attribute) counts as 1."""
+    """A file's format_version as an int in [1, newest]. Every xpnn file has one, so a missing one is damage
+    (it is not read as "old": that would let a damaged or stripped format 2 file skip its checksum)."""
     if obj is None:
-        return 1
+        raise ValueError(f"{where} has no format_version attribute; the file is damaged.")
     if isinstance(obj, np.ndarray) and obj.shape == ():
         obj = obj.item()
     if isinstance(obj, (bool, np.bool_)) or not isinstance(obj, (int, np.integer)):

@@ -307,21 +307,26 @@ def open_model_file(path: PathLike, what: str = "model") -> h5py.File:
         ) from None
     try:
         contents = check_structure(f)
-        if f.attrs.get("format") != FORMAT:
+        names = set(f.attrs)  # reading every attribute name surfaces a damaged attribute table here
+        if "format" not in names or f.attrs["format"] != FORMAT:
             raise ModelFileError(
                 f"{file} is an HDF5 file but not an xpnn {what} (no format='{FORMAT}' attribute; a Keras .h5?). "
                 "Rebuild the model in xpnn and load the weights with model.set_weights(...)."
             )
-        version = check_format_version(f.attrs.get("format_version"), str(file), FORMAT_VERSION)
+        raw_version = f.attrs["format_version"] if "format_version" in names else None
+        try:
+            version = check_format_version(raw_version, str(file), FORMAT_VERSION)
+        except ValueError as exc:
+            raise ModelFileError(str(exc)) from None
         if version >= 2 and f.attrs.get(CHECKSUM_ATTR) != content_sha256(contents):
             raise ModelFileError(
                 f"{file} is corrupt: its contents do not match the SHA-256 stored in it (changed bytes or a "
                 "damaged copy). Use another copy or a run's previous checkpoint."
             )
-    except ValueError:
+    except ModelFileError:
         f.close()
         raise
-    except (OSError, RuntimeError, KeyError, TypeError) as exc:  # h5py's errors from a damaged file
+    except (OSError, RuntimeError, KeyError, TypeError, ValueError) as exc:  # h5py's, from a damaged file
         f.close()
         raise _damaged(f"{file}", exc) from None
     return f
@@ -414,11 +419,11 @@ def read_model(f: h5py.File) -> tuple[Sequential, Optimizer | None]:
         return _read_model(f, file)
     except ModelFileError:
         raise
+    except (KeyError, OSError, RuntimeError, UnicodeDecodeError) as exc:
+        raise _damaged(file, exc) from None
     except (ValueError, TypeError) as exc:  # a layer config or weight that does not fit: say which file
         text = str(exc) if str(exc).startswith(file) else f"{file} holds a model xpnn cannot rebuild: {exc}"
-        raise type(exc)(text) from None
-    except (KeyError, OSError, RuntimeError) as exc:
-        raise _damaged(file, exc) from None
+        raise ModelFileError(text) from None
 
 
 def _read_model(f: h5py.File, file: str) -> tuple[Sequential, Optimizer | None]:
