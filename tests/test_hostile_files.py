@@ -193,6 +193,24 @@ def test_a_layer_declaring_a_huge_output_is_refused_before_building(saved):
     assert peak < 16 << 20
 
 
+@pytest.mark.parametrize("initializer", ["glorot_uniform", "zeros"])
+def test_a_layer_whose_weights_the_file_does_not_hold_is_refused_before_building(saved, initializer):
+    """[8192, 8192, 2] is under the input cap, but Flatten -> Dense(6) would draw a (2**27, 6) kernel: 6 GiB."""
+    with h5py.File(saved, "a") as f:
+        layers = [
+            {"class_name": "Flatten", "config": {}},
+            {"class_name": "Dense", "config": {"units": 6, "kernel_initializer": initializer}},
+        ]
+        f.attrs["layers"] = json.dumps(layers)
+        f.attrs["input_shape"] = json.dumps([8192, 8192, 2])
+        xpnn.io.seal(f)
+    peak, exc = peak_bytes(lambda: xpnn.load_model(saved))
+    assert isinstance(exc, ValueError), exc
+    assert "layer 1 (Dense) would draw 805306368 initial weights but the file stores only" in str(exc)
+    assert "refused before building" in str(exc)
+    assert peak < 16 << 20
+
+
 def test_json_nested_100000_deep_is_refused_not_a_recursion_error(saved):
     with h5py.File(saved, "a") as f:
         f.attrs["layers"] = "[" * 100_000 + "]" * 100_000

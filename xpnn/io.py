@@ -370,6 +370,72 @@ def _check_layer_sizes(layers: list[Layer], input_shape: tuple[int, ...]) -> Non
             )
 
 
+class _OverBudget(Exception):
+    pass
+
+
+class _BudgetRng:
+    """The generator of a dry build: counts the values initializers ask for and stops past `budget`.
+
+    Float draws return zeros (a dry build needs shapes, not values); other calls go to a real generator.
+    """
+
+    ZEROS = ("uniform", "standard_normal", "normal", "random")
+
+    def __init__(self, budget: int) -> None:
+        self.left = budget
+        self._real = np.random.default_rng(0)
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._real, name)
+        if not callable(attr):
+            return attr
+
+        def draw(*args: Any, **kwargs: Any) -> Any:
+            size = kwargs.get("size")
+            n = 1 if size is None else math.prod(np.atleast_1d(np.asarray(size, dtype=np.int64)).tolist())
+            if n > self.left:
+                raise _OverBudget(n)
+            self.left -= n
+            return np.zeros(size) if name in self.ZEROS and size is not None else attr(*args, **kwargs)
+
+        return draw
+
+
+def _dry_build(
+    configs: Any, input_shape: tuple[int, ...], dtype: str, budget: int
+) -> list[tuple[str, tuple[int, ...]]] | None:
+    """The weight shapes the architecture would create, found by building throwaway copies of its layers one at a
+    time with a generator that refuses to draw more than `budget` values (the weights the file really stores).
+
+    Initializer arguments are drawn randomly here (zeros would bypass the count), so a layer that would allocate
+    gigabytes is refused before it does. None when a layer cannot be built: the real build then says why.
+    """
+    dry = [
+        {
+            **entry,
+            "config": {k: "glorot_uniform" if k.endswith("_initializer") else v for k, v in entry["config"].items()},
+        }
+        if isinstance(entry.get("config"), dict)
+        else entry
+        for entry in configs
+    ]
+    rng, shape, shapes = _BudgetRng(budget), input_shape, []
+    for i, layer in enumerate(layers_from_configs(dry)):
+        try:
+            shape = layer.build(shape, rng, np.dtype(dtype))  # type: ignore[arg-type]
+        except _OverBudget as over:
+            raise ValueError(
+                f"layer {i} ({layer.name}) would draw {over.args[0]} initial weights but the file stores only "
+                f"{budget} weight values in all; refused before building."
+            ) from None
+        except (ValueError, TypeError):
+            return None
+        shapes.extend((f"{layer.name} {key}", tuple(w.shape)) for key, w in layer.weights.items())
+        layer.params, layer.non_trainable = {}, {}
+    return shapes
+
+
 def _array_list(contents: Contents, prefix: str) -> list[h5py.Dataset]:
     """The datasets "000", "001", ... of group `prefix`, in order; anything else there is refused."""
     group = contents.groups.get(prefix)
@@ -388,12 +454,14 @@ def _array_list(contents: Contents, prefix: str) -> list[h5py.Dataset]:
     return out
 
 
-def _check_declared(datasets: list[h5py.Dataset], targets: list[tuple[str, tuple[int, ...]]], dtype: np.dtype) -> None:
+def _check_declared(
+    datasets: list[h5py.Dataset], targets: list[tuple[str, tuple[int, ...]]], dtype: np.dtype | None = None
+) -> None:
     """Compare each dataset's declared shape and dtype (metadata only) with what the model needs there."""
     for ds, (what, shape) in zip(datasets, targets):
         if tuple(ds.shape) != tuple(shape):
             raise ValueError(f"{ds.name} ({what}) declares shape {tuple(ds.shape)}; the architecture needs {shape}.")
-        if ds.dtype != dtype:
+        if dtype is not None and ds.dtype != dtype:
             raise ValueError(f"{ds.name} ({what}) holds {ds.dtype}; the model is {dtype}.")
 
 
@@ -434,13 +502,19 @@ def _read_model(f: h5py.File, file: str) -> tuple[Sequential, Optimizer | None]:
     if not isinstance(dtype_name, str) or len(dtype_name) > 16:
         raise ValueError(f"its dtype attribute must be a dtype name such as 'float32'; got {dtype_name!r:.40}.")
     input_shape = _input_shape(f.attrs["input_shape"], file)
-    layers = layers_from_configs(parse_json_attr(f.attrs["layers"], f"{file}: layers", MAX_JSON_BYTES))
+    configs = parse_json_attr(f.attrs["layers"], f"{file}: layers", MAX_JSON_BYTES)
+    layers = layers_from_configs(configs)
+    model = Sequential(layers, dtype=dtype_name)  # checks the dtype name
     _check_layer_sizes(layers, input_shape)
-    model = Sequential(layers, dtype=dtype_name)
+    weights = _array_list(contents, "/weights")
+    shapes = _dry_build(configs, input_shape, dtype_name, sum(ds.size for ds in weights))
+    if shapes is not None:
+        if len(weights) != len(shapes):
+            raise ValueError(f"it holds {len(weights)} weight arrays but its architecture has {len(shapes)}.")
+        _check_declared(weights, shapes)
     model.build(input_shape, seed=0)
     dtype = np.dtype(model.dtype)
     slots = [(layer, key) for layer in model.layers for key in layer.weights]
-    weights = _array_list(contents, "/weights")
     if len(weights) != len(slots):
         raise ValueError(f"it holds {len(weights)} weight arrays but its architecture has {len(slots)}.")
     targets = [(f"{layer.name} {key}", tuple(layer.weights[key].shape)) for layer, key in slots]
