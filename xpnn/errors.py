@@ -13,3 +13,11 @@ class DivergedError(FloatingPointError):
             f"{what} {value} at epoch {epoch}, step {step} (both counted from 1): training diverged. "
             "Lower the learning rate, check the inputs are scaled (e.g. images to [0, 1]), or try another seed."
         )
+
+
+class ModelFileError(ValueError):
+    """A model or checkpoint file that is damaged, corrupt (checksum), or unsafe to read; names the file."""
+
+
+class RunInUseError(OSError):
+    """Another process holds the run folder (xpnn.runlock); the message names its pid."""

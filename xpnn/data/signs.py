@@ -42,6 +42,15 @@ def find_signs(path: str | os.PathLike | None = None) -> Path | None:
     return None
 
 
+def signs_not_found(path: str | os.PathLike | None = None) -> str:
+    """The one-line message for SIGNS missing: where it looked and the two ways on."""
+    looked = ", ".join(str(p) for p in signs_candidates(path))
+    return (
+        f"SIGNS not found (train_signs.h5 and test_signs.h5) in {looked}. Set XPNN_DATA to the folder that holds "
+        "signs/ (or pass --data), or use the small built-in stand-in (--embedded, xpnn.datasets.load_embedded())."
+    )
+
+
 def _read_split(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     filename, x_key, y_key = SPLITS[split]
     file = folder / filename
@@ -64,10 +73,5 @@ def load_signs(
     """(x_train, y_train), (x_test, y_test): uint8 (n, 64, 64, 3) images and int64 labels 0..5."""
     folder = find_signs(path)
     if folder is None:
-        looked = "\n  ".join(str(p) for p in signs_candidates(path))
-        raise FileNotFoundError(
-            f"SIGNS not found (train_signs.h5 and test_signs.h5). Looked in:\n  {looked}\n"
-            "Set XPNN_DATA to the folder that holds signs/, or use xpnn.datasets.load_embedded() "
-            "for the small built-in stand-in."
-        )
+        raise FileNotFoundError(signs_not_found(path))
     return _read_split(folder, "train"), _read_split(folder, "test")
