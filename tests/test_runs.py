@@ -566,3 +566,19 @@ def test_cli_config_of_a_python_run_is_refused_and_seed_0_replays(tmp_path, data
     seed0 = tmp_path / "seed0.toml"
     seed0.write_text("seed = 0\nepochs = 1\n")
     assert cli.main(["train", *TRAIN, "--config", str(seed0), "-q", "--run-dir", str(tmp_path / "s0")]) == 0
+
+
+def test_a_run_folder_is_held_by_one_process_and_a_killed_run_shows_interrupted(tmp_path, capsys):
+    """Issue 13 §6: a second resume of a folder in use is refused; the lock dies with a killed process."""
+    from xpnn.runlock import RunLock
+
+    proc = finish(xpnn_cmd("train", *TRAIN, "-q", "--epochs", "2", "--run-dir", str(tmp_path), kill="step:4"))
+    assert proc[0] == -signal.SIGKILL
+    folder = only_run(tmp_path)
+    assert cli.main(["runs", "--run-dir", str(tmp_path)]) == 0
+    assert "interrupted" in capsys.readouterr().out
+    with RunLock(folder):  # another process (here: this one) holds it
+        code, out, err = finish(xpnn_cmd("train", "--resume", str(folder), "-q"))
+        assert code != 0 and f"run {folder.name} is in use by process {os.getpid()}" in err
+    assert finish(xpnn_cmd("train", "--resume", str(folder), "-q"))[0] == 0
+    assert json.loads((folder / "status.json").read_text())["status"] == "finished"

@@ -356,6 +356,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
+    from xpnn.runlock import describe_status
     from xpnn.training.run_folder import CONFIG, STATUS
 
     root = Path(args.run_dir)
@@ -381,7 +382,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         epochs = f"{status.get('epoch', 0)}/{config.get('epochs', '?')}"
         source = config.get("data", {}).get("source", "arrays")
         print(
-            f"{folder.name:<29}{status.get('status', '?'):<17}{epochs:>7}{status.get('loss', math.nan):>9.4f}"
+            f"{folder.name:<29}{describe_status(folder, status):<17}{epochs:>7}{status.get('loss', math.nan):>9.4f}"
             f"{train_acc:>11.4f}{test_acc:>10.4f}  {source}"
         )
     return 0

@@ -17,7 +17,14 @@ import numpy as np
 from xpnn.backends import get_backend
 from xpnn.data.weights import sample_weights
 from xpnn.errors import DivergedError
-from xpnn.inputs import prepare_x, prepare_y
+from xpnn.inputs import (
+    check_output_finite,
+    check_seed,
+    check_weight_array,
+    input_shape_from,
+    prepare_x,
+    prepare_y,
+)
 from xpnn.layers.base import Layer
 from xpnn.layers.fused import plan
 from xpnn.losses import Loss, get_loss
@@ -90,7 +97,7 @@ class Model:
             raise ValueError(
                 f"input_shape must be positive sizes without the batch axis, e.g. (64, 64, 3); got {input_shape!r}."
             )
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(check_seed(seed))
         for i, layer in enumerate(self.layers):
             try:
                 shape = layer.build(shape, rng, self.dtype)
@@ -150,6 +157,7 @@ class Model:
             )
         new = []
         for i, ((layer, key), w) in enumerate(zip(slots, weights)):
+            w = check_weight_array(w, f"weight {i} ({layer.name} {key})")
             arr = np.asarray(backend.to_host(w))
             if arr.shape != layer.weights[key].shape:
                 raise ValueError(
@@ -272,8 +280,7 @@ class Model:
         """Check and move (x, y) to the backend as fit does; an unbuilt model is built for x's shape first."""
         backend = get_backend()
         if not self.built:
-            shape = getattr(x, "shape", None) or np.shape(x)
-            self.build(tuple(shape[1:]), seed=seed)
+            self.build(input_shape_from(x, self.layers), seed=seed)
         xb = prepare_x(x, self.input_shape, self.dtype, backend)  # type: ignore[arg-type]
         yb = None if y is None else prepare_y(y, len(xb), self.output_shape[-1], self.dtype, backend)
         return xb, yb
@@ -290,7 +297,9 @@ class Model:
         chunk = PREDICT_CHUNK if batch_size is None else _positive_int("batch_size", batch_size)
         backend = get_backend()
         outs = [self.forward(xb[i : i + chunk])[0] for i in range(0, len(xb), chunk)]
-        return backend.to_host(backend.xp.concatenate(outs))
+        out = backend.xp.concatenate(outs)
+        check_output_finite(out, xb, "predict", backend)
+        return backend.to_host(out)
 
     def evaluate(
         self,
@@ -310,7 +319,9 @@ class Model:
         loss_fn = self._default_loss(loss)
         xb, yb = self._prepare(x, y)
         sw = self.sample_weights(y, len(xb), sample_weight)
-        result = self.evaluate_prepared(xb, yb, loss_fn, batch_size, self.metrics_for(loss_fn, metrics), sw)
+        result = self.evaluate_prepared(
+            xb, yb, loss_fn, batch_size, self.metrics_for(loss_fn, metrics), sw, check_finite=True
+        )
         if verbose:
             print("  ".join(f"{k} {v:.4f}" for k, v in result.items()), flush=True)
         return result
@@ -335,8 +346,13 @@ class Model:
         batch_size: int | None = None,
         metrics: list[Metric] | None = None,
         sample_weight: Array | None = None,
+        check_finite: bool = False,
     ) -> dict[str, float]:
-        """`evaluate` on backend arrays already checked by `prepare_x`/`prepare_y`; one host read per figure."""
+        """`evaluate` on backend arrays already checked by `prepare_x`/`prepare_y`; one host read per figure.
+
+        `check_finite` refuses NaN/Inf logits from finite inputs as an overflow (the training loop instead
+        reports a non-finite validation loss as a divergence).
+        """
         chunk = PREDICT_CHUNK if batch_size is None else _positive_int("batch_size", batch_size)
         metrics = self.metrics_for(loss_fn) if metrics is None else metrics
         for m in metrics:
@@ -344,6 +360,8 @@ class Model:
         total_cost = 0.0
         for i in range(0, len(xb), chunk):
             logits = self.forward(xb[i : i + chunk])[0]
+            if check_finite:
+                check_output_finite(logits, xb[i : i + chunk], "evaluate", get_backend())
             sw = None if sample_weight is None else sample_weight[i : i + chunk]
             cost, _ = loss_fn(logits, yb[i : i + chunk]) if sw is None else loss_fn(logits, yb[i : i + chunk], sw)
             total_cost = total_cost + cost * len(logits)

@@ -20,7 +20,8 @@ import h5py
 import numpy as np
 
 from xpnn.backends import get_backend
-from xpnn.io import atomic_write, layer_configs, open_model_file, optimizer_config, read_model, write_model
+from xpnn.checkpoint_schema import check_counter, check_history, parse_json_attr, rng_from_state
+from xpnn.io import layer_configs, open_model_file, optimizer_config, read_model, write_h5, write_model
 from xpnn.losses import loss_config
 from xpnn.model import Model
 from xpnn.optimizers import Optimizer
@@ -76,10 +77,11 @@ def config_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "
     return out
 
 
-def _rng_from_state(rng_state: dict[str, Any]) -> np.random.Generator:
-    bit_generator = getattr(np.random, rng_state["bit_generator"])()
-    bit_generator.state = rng_state
-    return np.random.Generator(bit_generator)
+def _json_array(value: Any) -> Any:
+    """JSON for the numpy arrays some bit generators keep in their state (MT19937's key, Philox's counter)."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__} to a checkpoint")
 
 
 def _callback_states(callbacks: list[Callback]) -> list[dict[str, Any] | None]:
@@ -98,30 +100,30 @@ def write_checkpoint(
     config = {k: v for k, v in config.items() if k not in UNCHECKED_KEYS}
     states = _callback_states(state.callbacks)
 
-    def write(tmp: Path) -> None:
-        with h5py.File(tmp, "w") as f:
-            write_model(f, model, optimizer)
-            ts = f.create_group("train_state")
-            ts.attrs["epoch"] = state.epoch
-            ts.attrs["step"] = state.step
-            ts.attrs["rng"] = json.dumps(state.rng.bit_generator.state)
-            ts.attrs["history"] = json.dumps({"history": state.history.history, "epoch": state.history.epoch})
-            ts.attrs["config"] = json.dumps(config)
-            ts.attrs["layer_state"] = json.dumps(model.get_state())
-            cbs = ts.create_group("callbacks")
-            for i, cb_state in enumerate(states):
-                if cb_state is None:
-                    continue
-                arrays = cb_state.get("arrays")
-                group = cbs.create_group(f"{i:03d}")
-                group.attrs["class"] = type(state.callbacks[i]).__name__
-                group.attrs["state"] = json.dumps({k: v for k, v in cb_state.items() if k != "arrays"})
-                if arrays is not None:
-                    arrs = group.create_group("arrays")
-                    for j, a in enumerate(arrays):
-                        arrs.create_dataset(f"{j:03d}", data=np.asarray(a))
+    def fill(f: h5py.File) -> None:
+        """The checkpoint, built in memory and sealed with its checksum by `xpnn.io.write_h5`."""
+        write_model(f, model, optimizer)
+        ts = f.create_group("train_state")
+        ts.attrs["epoch"] = state.epoch
+        ts.attrs["step"] = state.step
+        ts.attrs["rng"] = json.dumps(state.rng.bit_generator.state, default=_json_array)
+        ts.attrs["history"] = json.dumps({"history": state.history.history, "epoch": state.history.epoch})
+        ts.attrs["config"] = json.dumps(config)
+        ts.attrs["layer_state"] = json.dumps(model.get_state())
+        cbs = ts.create_group("callbacks")
+        for i, cb_state in enumerate(states):
+            if cb_state is None:
+                continue
+            arrays = cb_state.get("arrays")
+            group = cbs.create_group(f"{i:03d}")
+            group.attrs["class"] = type(state.callbacks[i]).__name__
+            group.attrs["state"] = json.dumps({k: v for k, v in cb_state.items() if k != "arrays"})
+            if arrays is not None:
+                arrs = group.create_group("arrays")
+                for j, a in enumerate(arrays):
+                    arrs.create_dataset(f"{j:03d}", data=np.asarray(a))
 
-    atomic_write(path, write, before_replace=before_replace)
+    write_h5(path, fill, before_replace=before_replace)
 
 
 def stored_config(path: str | os.PathLike) -> dict[str, Any] | None:
@@ -129,7 +131,10 @@ def stored_config(path: str | os.PathLike) -> dict[str, Any] | None:
     with open_model_file(path, "checkpoint") as f:
         if "train_state" not in f or "config" not in f["train_state"].attrs:
             return None
-        return json.loads(f["train_state"].attrs["config"])
+        config = parse_json_attr(f["train_state"].attrs["config"], f"{path}: train_state.config")
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: train_state.config must be a table; got {type(config).__name__}.")
+    return config
 
 
 def restore_checkpoint(
@@ -150,14 +155,24 @@ def restore_checkpoint(
         try:
             saved_model, saved_opt = read_model(f)
             ts = f["train_state"]
-            epoch, step = int(ts.attrs["epoch"]), int(ts.attrs["step"])
-            rng = _rng_from_state(json.loads(ts.attrs["rng"]))
-            hist = json.loads(ts.attrs["history"])
-            layer_state = json.loads(ts.attrs["layer_state"]) if "layer_state" in ts.attrs else None
+            where = str(path)
+            epoch = check_counter(ts.attrs.get("epoch"), "epoch", where)
+            step = check_counter(ts.attrs.get("step"), "step", where)
+            rng = rng_from_state(parse_json_attr(ts.attrs.get("rng"), f"{where}: train_state.rng"), where)
+            hist = check_history(parse_json_attr(ts.attrs.get("history"), f"{where}: train_state.history"), where)
+            layer_state = (
+                parse_json_attr(ts.attrs["layer_state"], f"{where}: train_state.layer_state")
+                if "layer_state" in ts.attrs
+                else None
+            )
+            if layer_state is not None and (not isinstance(layer_state, list) or len(layer_state) != len(model.layers)):
+                raise ValueError(f"train_state.layer_state must list one state per layer ({len(model.layers)})")
             cb_states: dict[int, dict[str, Any]] = {}
             if "callbacks" in ts:
                 for key, group in ts["callbacks"].items():
-                    cb_state = json.loads(group.attrs["state"])
+                    cb_state = parse_json_attr(group.attrs["state"], f"{where}: callback {key} state")
+                    if not isinstance(cb_state, dict):
+                        raise ValueError(f"callback {key}'s state must be a table")
                     if "arrays" in group:
                         cb_state["arrays"] = [np.asarray(group["arrays"][k]) for k in sorted(group["arrays"])]
                     cb_states[int(key)] = cb_state

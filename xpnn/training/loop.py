@@ -103,7 +103,7 @@ class Callback:
     def on_train_end(self, model: Model, state: TrainState) -> None: ...
 
     def on_train_failed(self, model: Model, state: TrainState, exc: BaseException) -> None:
-        """Training stopped with `exc` (e.g. DivergedError, after the last good weights were restored)."""
+        """Training stopped with `exc`: a DivergedError (after the last good weights were restored) or any other."""
 
     def get_state(self) -> dict[str, Any] | None:
         return None
@@ -226,6 +226,8 @@ def train_epochs(
         raise
     except BaseException as exc:
         strategy.failed(exc)
+        for cb in callbacks:
+            cb.on_train_failed(model, state, exc)
         raise
     for cb in callbacks:
         cb.on_train_end(model, state)

@@ -27,6 +27,7 @@ import numpy as np
 from xpnn.errors import DivergedError
 from xpnn.io import atomic_write, save_model
 from xpnn.model import Model
+from xpnn.runlock import RunLock
 from xpnn.training.checkpoint import (
     CHECKPOINT_FORMAT,
     config_differences,
@@ -145,6 +146,7 @@ class Run(Callback):
         self.verbose = verbose
         self.plot = spec.plot
         self.folder: Path | None = None
+        self.lock: RunLock | None = None
         self.config: dict[str, Any] = {}
         self.stuck: StuckDetector | None = None
 
@@ -174,6 +176,7 @@ class Run(Callback):
                 "Pass a run_dir (--run-dir) in a folder you can write to, e.g. ./runs."
             ) from None
         self.folder = root / run_id
+        self.lock = RunLock(self.folder).acquire()
         self.config = {"run_id": run_id, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **config}
         write_text(self.folder / CONFIG, json.dumps(self.config, indent=2) + "\n")
         self.set_status("running")
@@ -181,6 +184,8 @@ class Run(Callback):
     def _reopen(self, config: dict[str, Any]) -> None:
         """Check that `config` is the run's own (epochs may grow) and open its folder for more epochs."""
         folder = Path(self.spec.path)
+        if folder.is_dir():  # held for the run's life: a second process resuming it is refused, nothing deleted
+            self.lock = RunLock(folder).acquire()
         stored = read_config(folder)
         ckpt = folder / CHECKPOINT
         if ckpt.exists():  # the checkpoint keeps the config the run was made with, whatever config.json says now
@@ -294,10 +299,17 @@ class Run(Callback):
         status = "stopped (stuck)" if state.stop and stuck else "finished"
         self.set_status(status, epoch=state.epoch, epochs=self.config.get("epochs"), **_final(state.history))
         self.event(f"{status} after epoch {state.epoch}")
+        self._release()
+
+    def _release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     def on_train_failed(self, model: Model, state: TrainState, exc: BaseException) -> None:
-        """Record a divergence; the checkpoint of the last finished epoch stays as it was."""
+        """Record a divergence (the checkpoint of the last finished epoch stays as it was); free the folder."""
         if not isinstance(exc, DivergedError) or self.folder is None:
+            self._release()
             return
         self.write_history(state.history)
         self.write_plot(state.history)
@@ -306,6 +318,7 @@ class Run(Callback):
         self.set_status("diverged", epoch=exc.epoch, step=exc.step, cost=str(exc.cost), message=str(exc))
         self.event(f"diverged: {exc} {kept}")
         exc.args = (f"{exc} {kept}",)
+        self._release()
 
 
 def _final(history: History) -> dict[str, float]:
