@@ -461,12 +461,12 @@ class ElementwiseKernel:
             else:
                 values[pname] = _np.dtype(dtype).type(value)
         outs = list(args[nin:])
-        for (ctype, pname, raw), out in zip(self.out_params, outs):
+        for (_, pname, raw), out in zip(self.out_params, outs):
             if not isinstance(out, ndarray):
                 raise TypeError(f"Output arguments type must be cupy.ndarray (kernel {self.name}, {pname})")
             if not raw and out.shape != shape and arrays:
                 raise ValueError(f"Out shape is mismatched: {pname} {out.shape} vs {shape} (kernel {self.name})")
-        for ctype, pname, _ in self.out_params[len(outs) :]:
+        for ctype, _, _ in self.out_params[len(outs) :]:
             new = ndarray._from(_np.empty(shape, dtype=_C_TYPES.get(ctype) or types_[ctype]))
             outs.append(new)
         twin = self._twin()

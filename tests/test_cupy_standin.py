@@ -72,7 +72,8 @@ def test_elementwise_kernel_checks_types_and_shapes_and_runs_the_twin(standin):
         kernel(g, 0.5, cp.ones(4))
     relu_grad = cp.ElementwiseKernel("T dout, T out", "T dx", "dx = dout * (T)(out > 0)", "xpnn_relu_grad")
     dout, out = np.array([1.0, -2.0, 3.0]), np.array([1.0, 0.0, -1.0])
-    np.testing.assert_array_equal(relu_grad(cp.asarray(dout), cp.asarray(out)).get(), numpy_backend.relu_grad(dout, out))
+    dx = relu_grad(cp.asarray(dout), cp.asarray(out))
+    np.testing.assert_array_equal(dx.get(), numpy_backend.relu_grad(dout, out))
     with pytest.raises(NotImplementedError, match="twin"):
         cp.ElementwiseKernel("T x", "T y", "y = x", "xpnn_no_such_kernel")(cp.ones(1))
 
@@ -149,7 +150,9 @@ def test_fit_evaluate_predict_save_resume_through_the_standin(standin, tmp_path)
     model = reference_model("float64", seed=5)
     watch, runs = StepSyncs(standin.log), tmp_path / "runs"
     with pytest.raises(Interrupted):
-        model.fit(x, y, epochs=3, optimizer=reference_optimizer(), callbacks=[watch, Interrupt(2)], run_dir=runs, **fit_args)
+        model.fit(
+            x, y, epochs=3, optimizer=reference_optimizer(), callbacks=[watch, Interrupt(2)], run_dir=runs, **fit_args
+        )
     (folder,) = runs.iterdir()
     model = reference_model("float64", seed=5)  # a fresh process's model and optimizer, resumed from the run folder
     history = model.fit(

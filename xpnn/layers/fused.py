@@ -58,12 +58,17 @@ def grouped_runs(
     under a block, each a run of span·cin contiguous values, span = (bw − 1)·stride_w + fw: bh·bw times
     fewer rows than plain im2col, each a wider, better-shaped GEMM row against `grouped_kernel`, with
     runs long enough to copy as whole items.
+    `x_pad` must be C-contiguous; its strides are computed from its shape, because a size-1 axis may carry
+    any stride in a contiguous array (CuPy's `x[..., None]` has a channel stride of 0 and passes
+    `ascontiguousarray` unchanged).
     """
     xp = get_backend().xp
-    sn, sh, sw, sc = x_pad.strides
+    _, h, w, cin = x_pad.shape
+    sc = x_pad.dtype.itemsize
+    sw, sh, sn = cin * sc, w * cin * sc, h * w * cin * sc
     (st_h, st_w), (fh, fw), (ph, pw), (bh, bw) = conv.strides, conv.kernel_size, pool_hw, block
     rows, span = (bh - 1) * st_h + fh, (bw - 1) * st_w + fw
-    shape = (x_pad.shape[0], *out_hw, ph // bh, pw // bw, rows, span * x_pad.shape[3])
+    shape = (x_pad.shape[0], *out_hw, ph // bh, pw // bw, rows, span * cin)
     strides = (sn, sh * st_h * ph, sw * st_w * pw, sh * st_h * bh, sw * st_w * bw, sh, sc)
     return xp.lib.stride_tricks.as_strided(x_pad, shape, strides)
 
