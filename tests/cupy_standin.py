@@ -395,6 +395,124 @@ def _parse_params(text: str) -> list[tuple[str, str, bool]]:
     return params
 
 
+# ---- the kernel's own C operation, evaluated elementwise in NumPy ----------------------------------------
+_TOKEN = re.compile(
+    r"\s*(?:(?P<num>\d+\.\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|\d+(?:[eE][-+]?\d+)?)[fF]?"
+    r"|(?P<name>[A-Za-z_]\w*)|(?P<op><=|>=|==|!=|&&|\|\||[-+*/]=|[-+*/<>?:()=!;,]))"
+)
+_FUNCS = {"sqrt": "sqrt", "exp": "exp", "log": "log", "fabs": "abs", "abs": "abs", "max": "fmax", "min": "fmin"}
+_BINARY = [("||", "|"), ("&&", "&"), ("==", "=="), ("!=", "!="), ("<", "<"), (">", ">"), ("<=", "<="),
+           (">=", ">="), ("+", "+"), ("-", "-"), ("*", "*"), ("/", "/")]  # fmt: skip
+_LEVELS = [("||",), ("&&",), ("==", "!="), ("<", ">", "<=", ">="), ("+", "-"), ("*", "/")]
+
+
+class _COperation:
+    """A kernel's operation (assignments of C expressions) compiled to NumPy: no FMA contraction, IEEE
+    division and sqrt, as NVRTC builds it with --fmad=false; float32 denormals are kept (CuPy flushes them)."""
+
+    def __init__(self, text: str, type_names: set[str]) -> None:
+        self.tokens, pos, text = [], 0, text.strip()
+        while pos < len(text):
+            m = _TOKEN.match(text, pos)
+            if m is None or not m.lastgroup:
+                raise NotImplementedError(f"the stand-in cannot read kernel operation {text!r} at {text[pos:]!r}")
+            self.tokens.append((m.lastgroup, m.group(m.lastgroup)))
+            pos = m.end()
+        self.types, self.pos, self.lines = type_names, 0, []
+        while self.pos < len(self.tokens):
+            self.lines.append(self._statement())
+        self.code = compile("\n".join(self.lines), "<kernel operation>", "exec")
+
+    def _peek(self) -> str | None:
+        return self.tokens[self.pos][1] if self.pos < len(self.tokens) else None
+
+    def _take(self, expected: str | None = None) -> str:
+        kind, tok = self.tokens[self.pos]
+        if expected is not None and tok != expected:
+            raise NotImplementedError(f"kernel operation: expected {expected!r}, got {tok!r}")
+        self.pos += 1
+        return tok
+
+    def _statement(self) -> str:
+        target, op = self._take(), self._take()
+        value = self._expr()
+        if self.pos < len(self.tokens):  # CuPy ends the last statement itself
+            self._take(";")
+        if op == "=":
+            return f"env[{target!r}] = _as(env, {target!r}, {value})"
+        return f"env[{target!r}] = _as(env, {target!r}, env[{target!r}] {op[0]} ({value}))"
+
+    def _expr(self) -> str:
+        cond = self._binary(0)
+        if self._peek() != "?":
+            return cond
+        self._take("?")
+        a = self._expr()
+        self._take(":")
+        return f"_np.where({cond}, {a}, {self._expr()})"
+
+    def _binary(self, level: int) -> str:
+        if level == len(_LEVELS):
+            return self._unary()
+        left = self._binary(level + 1)
+        while self._peek() in _LEVELS[level]:
+            op = dict(_BINARY)[self._take()]
+            left = f"({left} {op} {self._binary(level + 1)})"
+        return left
+
+    def _unary(self) -> str:
+        tok = self._peek()
+        if tok in ("-", "+", "!"):
+            self._take()
+            return f"({'~' if tok == '!' else tok}{self._unary()})"
+        ahead = [t for _, t in self.tokens[self.pos + 1 : self.pos + 3]]
+        if tok == "(" and len(ahead) == 2 and ahead[0] in self.types | set(_C_TYPES) and ahead[1] == ")":
+            self.pos += 1
+            ctype = self._take()
+            self._take(")")
+            return f"_cast({ctype!r}, {self._unary()})"
+        return self._primary()
+
+    def _primary(self) -> str:
+        kind, tok = self.tokens[self.pos]
+        self.pos += 1
+        if tok == "(":
+            inner = self._expr()
+            self._take(")")
+            return f"({inner})"
+        if kind == "num":
+            return tok
+        if self._peek() == "(":
+            self._take("(")
+            args = [self._expr()]
+            while self._peek() == ",":
+                self._take(",")
+                args.append(self._expr())
+            self._take(")")
+            return f"_np.{_FUNCS[tok]}({', '.join(args)})"
+        return f"env[{tok!r}]"
+
+    def run(self, values: dict[str, Any], dtypes: dict[str, Any], types_: dict[str, Any]) -> dict[str, _np.ndarray]:
+        """`values` (parameter -> array or scalar) after the operation; `dtypes` per parameter, `types_` per letter."""
+        env = {k: (_np.array(v, copy=True) if isinstance(v, _np.ndarray) else v) for k, v in values.items()}
+
+        def cast(ctype: str, x: Any) -> Any:
+            return _np.asarray(x).astype(_C_TYPES.get(ctype) or types_[ctype])
+
+        def as_param(env: dict, name: str, x: Any) -> Any:
+            return _np.asarray(x).astype(dtypes[name]) if name in dtypes else x
+
+        with _np.errstate(all="ignore"):
+            exec(self.code, {"_np": _np, "_cast": cast, "_as": as_param, "env": env})
+        return env
+
+
+def _same_bits(a: _np.ndarray, b: _np.ndarray) -> _np.ndarray:
+    """Elementwise: equal values with equal signs (so -0 differs from +0), or both NaN."""
+    a, b = _np.asarray(a), _np.asarray(b)
+    return ((a == b) & (_np.signbit(a) == _np.signbit(b))) | (_np.isnan(a) & _np.isnan(b))
+
+
 class ElementwiseKernel:
     """CuPy's ElementwiseKernel: checks arguments as CuPy does, then runs the kernel's NumPy twin."""
 
@@ -469,15 +587,29 @@ class ElementwiseKernel:
         for ctype, _, _ in self.out_params[len(outs) :]:
             new = ndarray._from(_np.empty(shape, dtype=_C_TYPES.get(ctype) or types_[ctype]))
             outs.append(new)
+        params_dtypes = {p: _np.dtype(_C_TYPES.get(c) or types_[c]) for c, p, _ in self.in_params + self.out_params}
+        op_outs = {p: o._a for (_, p, _), o in zip(self.out_params, outs)}
+        by_operation = _COperation(self.operation, set(types_)).run({**values, **op_outs}, params_dtypes, types_)
         twin = self._twin()
         accepted = set(twin.__code__.co_varnames[: twin.__code__.co_argcount])
-        result = twin(**{k: v for k, v in values.items() if k in accepted})
+        with _np.errstate(all="ignore"):  # a GPU kernel never warns
+            result = twin(**{k: v for k, v in values.items() if k in accepted})
         returned = [pname for _, pname, _ in self.out_params if pname not in accepted]
         if returned:
             results = result if len(returned) > 1 else (result,)
             for pname, res in zip(returned, results):
                 i = [p for _, p, _ in self.out_params].index(pname)
                 _np.copyto(outs[i]._a, res)
+        for (_, pname, _), out in zip(self.out_params, outs):
+            expected = _np.broadcast_to(by_operation[pname], out.shape)
+            same = _same_bits(out._a, expected)
+            if not same.all():
+                i = tuple(int(j) for j in _np.argwhere(~same)[0])
+                inputs = {p: values[p][i] if _np.ndim(values[p]) else values[p] for _, p, _ in self.in_params}
+                raise AssertionError(
+                    f"kernel {self.name} and its NumPy twin differ: {pname}[{i}] is {out._a[i]!r} by the twin but "
+                    f"{expected[i]!r} by the kernel's operation {self.operation.strip()!r}, for inputs {inputs}"
+                )
         if self.no_return:
             return None
         if len(outs) == 1 and not self.return_tuple:

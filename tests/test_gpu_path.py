@@ -37,3 +37,37 @@ def test_one_channel_input_made_with_a_new_axis(where, request, monkeypatch):
     np.testing.assert_allclose(_one_channel_model().predict(x), expected, rtol=1e-12)
     cost = _one_channel_model().train_on_batch(x, backend.asarray(y), reference_optimizer())
     assert cost == pytest.approx(expected_cost, rel=1e-12)
+
+
+# ---- defect 5: kernels compiled without fused multiply-adds, so they round as their twins ---------------------
+def test_every_kernel_is_compiled_without_fused_multiply_adds(standin):
+    xpnn.set_backend("cupy")
+    from xpnn.backends import cupy_backend
+
+    built = [k for k in standin.kernels_built if k.name.startswith("xpnn_")]
+    assert {k.name for k in built} >= {"xpnn_relu_grad", "xpnn_adam_update", "xpnn_sgd_update"}
+    for kernel in built:
+        assert "--fmad=false" in kernel.options, f"{kernel.name} is compiled with FMA contraction"
+    assert cupy_backend.OPTIONS == ("--fmad=false",)
+
+
+# ---- defect 6: relu_grad is TensorFlow's product, on both twins -------------------------------------------------
+SPECIAL = np.array([np.nan, np.inf, -np.inf, -5.0, 5.0, -0.0, 0.0])
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_relu_grad_propagates_non_finite_gradients_and_signed_zeros(standin, dtype):
+    """TF's ReluGrad is `gradients * (features > 0)`: NaN/Inf where the output is 0 give NaN, -5 gives -0."""
+    backend = xpnn.set_backend("cupy")
+    dout = np.repeat(SPECIAL, 4).astype(dtype)
+    out = np.tile(np.array([-1.0, 0.0, 1.0, np.nan]), len(SPECIAL)).astype(dtype)
+    with np.errstate(invalid="ignore"):
+        twin = numpy_backend.relu_grad(dout, out)
+    kernel = backend.to_host(backend.kernels.relu_grad(backend.asarray(dout), backend.asarray(out)))  # checked
+    positive = out > 0
+    np.testing.assert_array_equal(np.isnan(kernel), np.isnan(dout) | (~positive & np.isinf(dout)))
+    np.testing.assert_array_equal(kernel[positive], dout[positive])
+    finite_off = ~positive & np.isfinite(dout)
+    assert (kernel[finite_off] == 0).all()
+    np.testing.assert_array_equal(np.signbit(kernel[finite_off]), np.signbit(dout[finite_off]))
+    np.testing.assert_array_equal(np.signbit(kernel) | np.isnan(kernel), np.signbit(twin) | np.isnan(twin))
