@@ -9,7 +9,7 @@ import xpnn
 from xpnn import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sequential
 from xpnn.backends import numpy_backend
 from xpnn.layers import fused
-from xpnn.reference import reference_model, reference_optimizer
+from xpnn.reference import reference_optimizer
 
 
 def _one_channel_model(dtype: str = "float64") -> Sequential:
