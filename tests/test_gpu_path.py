@@ -71,3 +71,47 @@ def test_relu_grad_propagates_non_finite_gradients_and_signed_zeros(standin, dty
     assert (kernel[finite_off] == 0).all()
     np.testing.assert_array_equal(np.signbit(kernel[finite_off]), np.signbit(dout[finite_off]))
     np.testing.assert_array_equal(np.signbit(kernel) | np.isnan(kernel), np.signbit(twin) | np.isnan(twin))
+
+
+# ---- defects 8 and 11: every GPU buffer within the chunk budget, and the multi-chunk CuPy path tested ----------
+def _wide_one_by_one(dtype: str = "float64") -> Sequential:
+    """A 1×1 conv with many filters: tiny im2col rows, a GEMM output 64 times wider (defect 8's case)."""
+    layers = [Conv2D(64, 1), ReLU(), MaxPool2D(2), Flatten(), Dense(3)]
+    return Sequential(layers, dtype=dtype).build((16, 16, 1), seed=1)
+
+
+def _cached_bytes(layer) -> int:
+    backend = xpnn.get_backend()
+    return sum(v.nbytes for k, v in vars(layer).items() if k.startswith("_") and backend.is_array(v))
+
+
+def _pass(model, x, y):
+    p = model.run_pass(*model._prepare(x, y), xpnn.get_loss("softmax_cross_entropy"))
+    host = xpnn.get_backend().to_host
+    return host(p.logits), [host(g) for g in p.grads]
+
+
+def test_gpu_buffers_fit_the_chunk_budget_and_chunks_agree(standin, monkeypatch):
+    budget = 4 << 20
+    monkeypatch.setattr(fused, "GPU_CHUNK_BYTES", budget)
+    chunks = []
+    real_map = fused.map_chunks
+    monkeypatch.setattr(
+        fused, "map_chunks", lambda fn, n, chunk, *a, **k: chunks.append((n, chunk)) or real_map(fn, n, chunk, *a, **k)
+    )
+    rng = np.random.default_rng(2)
+    x, y = rng.standard_normal((32, 16, 16, 1)), rng.integers(0, 3, 32)
+    monkeypatch.setenv("XPNN_NATIVE", "0")
+    expected = _pass(_wide_one_by_one(), x, y)
+    chunks.clear()
+    xpnn.set_backend("cupy")
+    model = _wide_one_by_one()
+    logits, grads = _pass(model, x, y)
+    assert chunks[0][1] < chunks[0][0], chunks  # the forward ran in pieces
+    cached = _cached_bytes(model.layers[0])
+    assert cached <= budget
+    np.testing.assert_allclose(logits, expected[0], rtol=1e-12)
+    for a, b in zip(grads, expected[1]):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    model.predict(x[:2])
+    assert _cached_bytes(model.layers[0]) <= cached / 4  # 2 images instead of 11 per chunk: the rest is freed
