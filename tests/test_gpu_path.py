@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -115,3 +118,31 @@ def test_gpu_buffers_fit_the_chunk_budget_and_chunks_agree(standin, monkeypatch)
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
     model.predict(x[:2])
     assert _cached_bytes(model.layers[0]) <= cached / 4  # 2 images instead of 11 per chunk: the rest is freed
+
+
+# ---- defect 1: a missing CUDA library fails at backend choice, saying what to install -------------------------
+@pytest.mark.parametrize("library", ["NVRTC", "cuBLAS"])
+def test_missing_cuda_library_is_named_at_backend_choice(standin, monkeypatch, library):
+    def fail(*args):
+        raise RuntimeError("CuPy failed to load the library: cannot open shared object file")
+
+    namespace = standin.nvrtc if library == "NVRTC" else standin.device
+    name = "getVersion" if library == "NVRTC" else "get_cublas_handle"
+    monkeypatch.setattr(namespace, name, fail)
+    with pytest.raises(ValueError, match=rf"{library}.*could not be loaded.*cupy-cuda12x\[ctk\].*\.\[cuda12\]"):
+        xpnn.set_backend("cupy")
+
+
+def test_a_kernel_that_does_not_compile_fails_at_backend_choice(standin, monkeypatch):
+    def fail(self, *args, **kwargs):
+        raise RuntimeError("Failed to find CUDA headers")
+
+    monkeypatch.setattr(standin.ElementwiseKernel, "__call__", fail)
+    with pytest.raises(ValueError, match=r"kernel could not be compiled.*CUDA headers.*cupy-cuda12x\[ctk\]"):
+        xpnn.set_backend("cupy")
+
+
+def test_cuda_extras_bring_the_cuda_libraries():
+    text = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    assert re.search(r'^cuda12 = \["cupy-cuda12x\[ctk\]>=14"', text, re.M)
+    assert re.search(r'^cuda13 = \["cupy-cuda13x\[ctk\]>=14"', text, re.M)
