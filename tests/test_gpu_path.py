@@ -146,3 +146,53 @@ def test_cuda_extras_bring_the_cuda_libraries():
     text = (Path(__file__).parents[1] / "pyproject.toml").read_text()
     assert re.search(r'^cuda12 = \["cupy-cuda12x\[ctk\]>=14"', text, re.M)
     assert re.search(r'^cuda13 = \["cupy-cuda13x\[ctk\]>=14"', text, re.M)
+
+
+# ---- defect 2: NCCL missing is said before any collective; the communicator set-up has a deadline ---------------
+class FakeMPI:
+    """What NCCLReducer uses of MPIComm; a collective fails the test when NCCL is missing."""
+
+    def __init__(self, timeout: float, allow_collectives: bool = True) -> None:
+        import types
+
+        self.world = types.SimpleNamespace(is_root=True, rank=0, size=2)
+        self.timeout, self.allow = timeout, allow_collectives
+
+    def bcast_object(self, obj, what):
+        assert self.allow, f"a collective ({what}) ran before the NCCL check"
+        return obj
+
+    def missing_error(self, what):
+        from xpnn.distributed.world import DistributedError
+
+        return DistributedError(f"waited {self.timeout:g} s at {what}: rank 1 did not arrive")
+
+
+def test_missing_nccl_is_said_before_any_collective(standin):
+    from xpnn.distributed.nccl import NCCLReducer
+
+    assert standin.nccl.available is False  # CuPy without libnccl
+    with pytest.raises(ValueError, match=r"needs NCCL.*available is False.*\.\[cuda12-dist\]"):
+        NCCLReducer(FakeMPI(timeout=1.0, allow_collectives=False))
+
+
+def test_nccl_communicator_setup_is_bounded_by_the_deadline(standin, monkeypatch):
+    import threading
+
+    from xpnn.distributed.nccl import NCCLReducer
+    from xpnn.distributed.world import DistributedError
+
+    release = threading.Event()
+
+    class Blocking:  # ncclCommInitRank waiting for a rank that never comes
+        def __init__(self, size, uid, rank):
+            release.wait(30)
+
+    monkeypatch.setattr(standin.nccl, "available", True, raising=False)
+    monkeypatch.setattr(standin.nccl, "get_unique_id", lambda: b"id", raising=False)
+    monkeypatch.setattr(standin.nccl, "NcclCommunicator", Blocking, raising=False)
+    try:
+        with pytest.raises(DistributedError, match="NCCL communicator set-up.*rank 1 did not arrive"):
+            NCCLReducer(FakeMPI(timeout=0.2))
+    finally:
+        release.set()
