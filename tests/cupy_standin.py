@@ -536,6 +536,7 @@ class ElementwiseKernel:
         self.operation, self.name, self.preamble = operation, name, preamble
         self.options = tuple(options)
         self.no_return, self.return_tuple = no_return, return_tuple
+        self.calls: set[tuple[tuple[str, str, str], ...]] = set()  # (parameter, "array"/"scalar", dtype) per call
         kernels_built.append(self)
 
     def _twin(self):
@@ -587,6 +588,18 @@ class ElementwiseKernel:
         for ctype, _, _ in self.out_params[len(outs) :]:
             new = ndarray._from(_np.empty(shape, dtype=_C_TYPES.get(ctype) or types_[ctype]))
             outs.append(new)
+        self.calls.add(
+            tuple(
+                (p, "array" if isinstance(v, ndarray) else "scalar", _np.dtype(v.dtype).name)
+                for p, v in (
+                    [
+                        (p, v if isinstance(v, ndarray) else _np.asarray(values[p]))
+                        for (_, p, _), v in zip(self.in_params, args)
+                    ]
+                    + [(p, o) for (_, p, _), o in zip(self.out_params, outs)]
+                )
+            )
+        )
         params_dtypes = {p: _np.dtype(_C_TYPES.get(c) or types_[c]) for c, p, _ in self.in_params + self.out_params}
         op_outs = {p: o._a for (_, p, _), o in zip(self.out_params, outs)}
         by_operation = _COperation(self.operation, set(types_)).run({**values, **op_outs}, params_dtypes, types_)
