@@ -799,8 +799,13 @@ def install(monkeypatch: Any = None) -> types.ModuleType:
             sys.modules[key] = mod
         else:
             monkeypatch.setitem(sys.modules, key, mod)
+    package = sys.modules.get("xpnn.backends")  # `from xpnn.backends import cupy_backend` reads this attribute first
     if monkeypatch is None:
         sys.modules.pop("xpnn.backends.cupy_backend", None)
+        if package is not None and hasattr(package, "cupy_backend"):
+            delattr(package, "cupy_backend")
     else:
         monkeypatch.delitem(sys.modules, "xpnn.backends.cupy_backend", raising=False)
+        if package is not None:
+            monkeypatch.delattr(package, "cupy_backend", raising=False)
     return entries["cupy"]
