@@ -588,18 +588,9 @@ class ElementwiseKernel:
         for ctype, _, _ in self.out_params[len(outs) :]:
             new = ndarray._from(_np.empty(shape, dtype=_C_TYPES.get(ctype) or types_[ctype]))
             outs.append(new)
-        self.calls.add(
-            tuple(
-                (p, "array" if isinstance(v, ndarray) else "scalar", _np.dtype(v.dtype).name)
-                for p, v in (
-                    [
-                        (p, v if isinstance(v, ndarray) else _np.asarray(values[p]))
-                        for (_, p, _), v in zip(self.in_params, args)
-                    ]
-                    + [(p, o) for (_, p, _), o in zip(self.out_params, outs)]
-                )
-            )
-        )
+        described = {**values, **{p: o._a for (_, p, _), o in zip(self.out_params, outs)}}
+        kinds = ((p, "array" if isinstance(v, _np.ndarray) else "scalar", v.dtype.name) for p, v in described.items())
+        self.calls.add(tuple(kinds))
         params_dtypes = {p: _np.dtype(_C_TYPES.get(c) or types_[c]) for c, p, _ in self.in_params + self.out_params}
         op_outs = {p: o._a for (_, p, _), o in zip(self.out_params, outs)}
         by_operation = _COperation(self.operation, set(types_)).run({**values, **op_outs}, params_dtypes, types_)
