@@ -106,11 +106,21 @@ def _unsupported(value: Any) -> TypeError:
 def _unwrap(value: Any) -> Any:
     """NumPy data of a device array (recursively in lists and tuples); host arrays are refused."""
     if isinstance(value, ndarray):
-        return value._a
+        return _on_current_device(value)._a
     if isinstance(value, _np.ndarray):
         raise _unsupported(value)
     if isinstance(value, (list, tuple)):
         return type(value)(_unwrap(v) for v in value)
+    return value
+
+
+def _on_current_device(value: ndarray) -> ndarray:
+    """`value`, if it lives on the current device (CuPy refuses arrays of another GPU without peer access)."""
+    if value._dev != _current_device:
+        raise ValueError(
+            f"The device where the array resides ({value._dev}) is different from the current device "
+            f"({_current_device}). Peer access is unavailable between these devices."
+        )
     return value
 
 
@@ -165,17 +175,17 @@ class MemoryPointer:
 class ndarray:  # noqa: N801 - CuPy's name
     """A device array: NumPy data that refuses to leave for the host implicitly."""
 
-    __slots__ = ("_a",)
+    __slots__ = ("_a", "_dev")
     __array_priority__ = 100.0
     __hash__ = None  # type: ignore[assignment]
 
     def __init__(self, shape: Any, dtype: Any = float, memptr: Any = None, strides: Any = None, order: str = "C"):
-        self._a = _np.empty(shape, dtype=dtype, order=order)
+        self._a, self._dev = _np.empty(shape, dtype=dtype, order=order), _current_device
 
     @classmethod
     def _from(cls, array: _np.ndarray) -> ndarray:
         obj = cls.__new__(cls)
-        obj._a = array
+        obj._a, obj._dev = array, _current_device  # on the device current when it was made, as in CuPy
         return obj
 
     # -- leaving the device
@@ -258,7 +268,7 @@ class ndarray:  # noqa: N801 - CuPy's name
     flags = property(lambda self: self._a.flags)
     T = property(lambda self: ndarray._from(self._a.T))
     data = property(lambda self: MemoryPointer(self._a))
-    device = property(lambda self: Device(0))
+    device = property(lambda self: Device(self._dev))
 
     def __len__(self) -> int:
         return len(self._a)
@@ -293,7 +303,7 @@ def _binary(name: str):
     def method(self, other):
         if isinstance(other, _np.ndarray):
             raise _unsupported(other)
-        return _wrap(op(self._a, _unwrap(other)))
+        return _wrap(op(_unwrap(self), _unwrap(other)))
 
     method.__name__ = name
     return method
@@ -305,7 +315,7 @@ def _inplace(name: str):
     def method(self, other):
         if isinstance(other, _np.ndarray):
             raise _unsupported(other)
-        op(self._a, _unwrap(other))
+        op(_unwrap(self), _unwrap(other))
         return self
 
     method.__name__ = name
@@ -558,6 +568,8 @@ class ElementwiseKernel:
         for (ctype, pname, _), value in zip(params, args):
             if isinstance(value, _np.ndarray):
                 raise _unsupported(value)
+            if isinstance(value, ndarray):
+                _on_current_device(value)
             if ctype in _C_TYPES:
                 continue
             if isinstance(value, (ndarray, _np.generic)):  # Python scalars take the type of the others
@@ -679,8 +691,11 @@ class Device:
 _current_device = 0
 
 
+device_count = 1  # what cuda.runtime.getDeviceCount() says; a test may make it 2 (e.g. one GPU per rank)
+
+
 def _device_count() -> int:
-    return 1
+    return device_count
 
 
 def _device_synchronize() -> None:

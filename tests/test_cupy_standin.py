@@ -186,3 +186,18 @@ def test_progress_bar_adds_no_host_sync_per_step(standin):
     bar = ProgressBar(1, 3, file=io.StringIO())
     model.fit(x, y, epochs=1, batch_size=16, optimizer=reference_optimizer(), verbose=0, callbacks=[bar, watch])
     _assert_no_step_syncs(watch)
+
+
+def test_arrays_live_on_the_device_that_was_current(standin, monkeypatch):
+    """Two GPUs: an array made on GPU 0 cannot meet work on GPU 1 (CuPy without peer access)."""
+    cp = standin.modules()["cupy"]
+    monkeypatch.setattr(standin, "device_count", 2)
+    monkeypatch.setattr(standin, "_current_device", 0)
+    a = cp.ones(3)
+    cp.cuda.Device(1).use()
+    b = cp.ones(3)
+    assert (a.device.id, b.device.id) == (0, 1)
+    with pytest.raises(ValueError, match=r"resides \(0\) is different from the current device \(1\)"):
+        a + b
+    with pytest.raises(ValueError, match="different from the current device"):
+        cp.exp(a)
