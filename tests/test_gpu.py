@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 import numpy as np
 import pytest
@@ -98,3 +99,16 @@ def test_kernels_round_as_their_twins_bit_for_bit(dtype):
         dx = host(cupy_kernels.relu_grad(dev(g), dev(out)))
         np.testing.assert_array_equal(dx, numpy_backend.relu_grad(g, out), err_msg=f"relu_grad, seed {seed}")
         np.testing.assert_array_equal(np.signbit(dx), np.signbit(numpy_backend.relu_grad(g, out)))
+
+
+@pytest.mark.gpu
+def test_headline_example_runs_on_cupy(capsys):
+    """`XPNN_BACKEND=cupy python examples/train.py`, one epoch on the embedded set."""
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("train_example", Path(__file__).parents[1] / "examples" / "train.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    example.main(["--backend", "cupy", "--embedded", "--epochs", "1"])
+    assert xpnn.get_backend().name == "cupy"
+    assert "epoch 1/1" in capsys.readouterr().out
