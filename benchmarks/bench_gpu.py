@@ -3,6 +3,8 @@
     python benchmarks/bench_gpu.py            # on a GPU machine (ci/gpu runs it)
     python benchmarks/bench_gpu.py --smoke    # tiny sizes on NumPy + PyTorch CPU: checks the script itself
 
+PyTorch is the peer (`pip install -e ".[gpu-bench]"`); without it the peer columns are left empty, with a note.
+
 Workloads: the whole 25-epoch SIGNS run (wall time, cost curves side by side, the same initial weights
 and minibatch order on both sides), the training step at batch 64, 1024 and 8192 (images/s), a wider
 variant (32/64 filters, 3x3), and peak device memory. Writes the table to docs/benchmarks_gpu.md.
@@ -21,9 +23,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch_twin import torch_adam, torch_twin  # noqa: E402
+try:
+    import torch
+    import torch.nn.functional as F
+    from torch_twin import torch_adam, torch_twin
+except ImportError as exc:  # the peer is optional: xpnn's own figures still come out
+    torch = None
+    NO_PEER = f"PyTorch is not installed ({exc}); peer columns skipped. Install it: pip install -e '.[gpu-bench]'"
+else:
+    NO_PEER = ""
 
 import xpnn  # noqa: E402
 from xpnn.data.batches import epoch_batches  # noqa: E402
@@ -46,10 +54,14 @@ class Sides:
     def __init__(self, smoke: bool):
         self.backend = xpnn.set_backend("numpy" if smoke else "cupy")
         self.device = "cpu" if smoke else "cuda"
+        self.peer = torch is not None and (smoke or torch.cuda.is_available())
+        if torch is not None and not self.peer:  # a CPU-only wheel, or one built for a newer driver
+            global NO_PEER
+            NO_PEER = f"PyTorch {torch.__version__} sees no CUDA device; peer columns skipped"
 
     def sync(self) -> None:
         self.backend.synchronize()
-        if self.device == "cuda":
+        if self.device == "cuda" and self.peer:
             torch.cuda.synchronize()
 
     def median_seconds(self, step, reps: int, warmup: int = 3) -> float:
@@ -67,14 +79,14 @@ class Sides:
     def reset_peak(self) -> None:
         if self.backend.name == "cupy":
             self.backend.xp.get_default_memory_pool().free_all_blocks()
-        if self.device == "cuda":
+        if self.device == "cuda" and self.peer:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
 
     def peaks(self) -> tuple[float, float]:
         """MiB held: CuPy's pool (it keeps its high-water mark) and PyTorch's max reserved."""
         xp_mib = self.backend.xp.get_default_memory_pool().total_bytes() / 2**20 if self.backend.name == "cupy" else 0
-        torch_mib = torch.cuda.max_memory_reserved() / 2**20 if self.device == "cuda" else 0
+        torch_mib = torch.cuda.max_memory_reserved() / 2**20 if self.device == "cuda" and self.peer else 0
         return xp_mib, torch_mib
 
 
@@ -107,32 +119,45 @@ def bench_steps(sides: Sides, batches: list[int], reps: int) -> list[dict]:
             y_host = rng.integers(0, 6, batch)
             model = make("float32", 1)
             x, y = model._prepare(x_host, y_host)
-            net = torch_twin(model, sides.device)
-            xt = torch.from_numpy(x_host).permute(0, 3, 1, 2).contiguous().to(sides.device)
-            yt = torch.from_numpy(y_host).to(sides.device)
-            row = {"workload": f"{name} step, batch {batch}"}
+            row = {"workload": f"{name} step, batch {batch}", "eager": None, "compile": None}
             sides.reset_peak()
             row["xpnn"] = sides.median_seconds(xpnn_step(model, x, y), reps)
-            row["eager"] = sides.median_seconds(torch_step(net, torch_adam(net, reference_optimizer()), xt, yt), reps)
             row["xpnn_mib"], row["torch_mib"] = sides.peaks()
-            try:
-                compiled = torch.compile(net)
-                row["compile"] = sides.median_seconds(
-                    torch_step(compiled, torch_adam(net, reference_optimizer()), xt, yt), reps
-                )
-            except Exception as exc:  # noqa: BLE001 - report, don't fake
-                row["compile"] = None
-                row["note"] = f"torch.compile failed: {type(exc).__name__}"
+            if sides.peer:
+                bench_peer_step(sides, row, model, x_host, y_host, reps)
             row["images"] = batch
             rows.append(row)
             print(_format_row(row), flush=True)
     return rows
 
 
+def bench_peer_step(sides: Sides, row: dict, model, x_host: np.ndarray, y_host: np.ndarray, reps: int) -> None:
+    """PyTorch eager and torch.compile on the same step as `model`'s, into `row`."""
+    net = torch_twin(model, sides.device)
+    xt = torch.from_numpy(x_host).permute(0, 3, 1, 2).contiguous().to(sides.device)
+    yt = torch.from_numpy(y_host).to(sides.device)
+    sides.reset_peak()
+    row["eager"] = sides.median_seconds(torch_step(net, torch_adam(net, reference_optimizer()), xt, yt), reps)
+    row["torch_mib"] = sides.peaks()[1]
+    try:
+        compiled = torch.compile(net)
+        row["compile"] = sides.median_seconds(
+            torch_step(compiled, torch_adam(net, reference_optimizer()), xt, yt), reps
+        )
+    except Exception as exc:  # noqa: BLE001 - report, don't fake
+        row["note"] = f"torch.compile failed: {type(exc).__name__}"
+
+
 def bench_full_run(sides: Sides, epochs: int, data) -> dict:
     """25 epochs each, same initial weights and batch order; cost per epoch side by side."""
     (x_train, y_train), _ = data
     model = reference_model("float32", seed=1)
+    if not sides.peer:
+        sides.sync()
+        start = time.perf_counter()
+        model.fit(x_train, y_train, epochs=epochs, batch_size=64, optimizer=reference_optimizer(), seed=1, verbose=0)
+        sides.sync()
+        return {"workload": f"SIGNS run, {epochs} epochs", "xpnn": time.perf_counter() - start, "eager": None}
     net = torch_twin(model, sides.device)
     opt = torch_adam(net, reference_optimizer())
     xt = torch.from_numpy(x_train.astype(np.float32) / 255.0).permute(0, 3, 1, 2).contiguous().to(sides.device)
@@ -166,25 +191,29 @@ def bench_full_run(sides: Sides, epochs: int, data) -> dict:
 
 
 def _format_row(row: dict) -> str:
-    text = f"{row['workload']:<32} xpnn {row['xpnn'] * 1e3:9.2f} ms  eager {row['eager'] * 1e3:9.2f} ms"
-    text += f"  ratio {row['xpnn'] / row['eager']:.2f}"
+    text = f"{row['workload']:<32} xpnn {row['xpnn'] * 1e3:9.2f} ms"
+    if row.get("eager") is None:
+        return text + "  (no peer)"
+    text += f"  eager {row['eager'] * 1e3:9.2f} ms  ratio {row['xpnn'] / row['eager']:.2f}"
     if row.get("compile"):
         text += f"  compile {row['compile'] * 1e3:9.2f} ms  ratio {row['xpnn'] / row['compile']:.2f}"
     return text
 
 
 def write_table(rows: list[dict], path: Path, device: str) -> None:
+    note = f" {NO_PEER}." if NO_PEER else ""
     lines = [
-        "# GPU benchmarks", "", f"Device: {device}. Command: `python benchmarks/bench_gpu.py`.", "",
+        "# GPU benchmarks", "", f"Device: {device}. Command: `python benchmarks/bench_gpu.py`.{note}", "",
         "| workload | xpnn ms | torch eager ms | xpnn/eager | torch.compile ms | xpnn/compile "
         "| images/s xpnn | MiB xpnn | MiB torch |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]  # fmt: skip
     for r in rows:
-        comp = r.get("compile")
+        comp, eager = r.get("compile"), r.get("eager")
         ips = f"{r['images'] / r['xpnn']:.0f}" if "images" in r else ""
+        eager_ms, eager_ratio = (eager * 1e3, r["xpnn"] / eager) if eager else (float("nan"), float("nan"))
         lines.append(
-            f"| {r['workload']} | {r['xpnn'] * 1e3:.2f} | {r['eager'] * 1e3:.2f} | {r['xpnn'] / r['eager']:.2f} | "
+            f"| {r['workload']} | {r['xpnn'] * 1e3:.2f} | {eager_ms:.2f} | {eager_ratio:.2f} | "
             f"{comp * 1e3 if comp else float('nan'):.2f} | {r['xpnn'] / comp if comp else float('nan'):.2f} | {ips} | "
             f"{r.get('xpnn_mib', 0):.0f} | {r.get('torch_mib', 0):.0f} |"
         )
@@ -203,8 +232,12 @@ def main() -> None:
     batches = [8] if args.smoke else [64, 1024, 8192]
     reps = 2 if args.smoke else args.reps
     epochs = 1 if args.smoke else args.epochs
-    device = "CPU (smoke)" if args.smoke else torch.cuda.get_device_name(0)
-    print(f"device {device}, torch {torch.__version__}, python {platform.python_version()}")
+    if args.smoke:
+        device = "CPU (smoke)"
+    else:
+        device = sides.backend.xp.cuda.runtime.getDeviceProperties(0)["name"].decode()
+    peer = f"torch {torch.__version__}" if sides.peer else NO_PEER
+    print(f"device {device}, {peer}, python {platform.python_version()}")
     rows = bench_steps(sides, batches, reps)
     folder = xpnn.datasets.find_signs()
     data = xpnn.datasets.load_signs(folder) if folder else xpnn.datasets.load_embedded()

@@ -11,6 +11,42 @@ from xpnn.data.signs import find_signs
 BACKENDS = ["numpy", pytest.param("cupy", marks=pytest.mark.gpu)]
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--cupy-standin",
+        action="store_true",
+        help="run the cupy backend on tests/cupy_standin.py (NumPy under CuPy's rules) instead of CuPy and a GPU; "
+        "use with -m gpu",
+    )
+
+
+def pytest_configure(config):
+    if config.getoption("--cupy-standin"):
+        import cupy_standin
+
+        cupy_standin.install()
+
+
+@pytest.fixture(autouse=True)
+def _clear_standin_log(request):
+    """Each test starts with an empty record of host synchronisations (when the stand-in is installed)."""
+    if request.config.getoption("--cupy-standin"):
+        import cupy_standin
+
+        cupy_standin.log.clear()
+
+
+@pytest.fixture
+def standin(monkeypatch):
+    """The CuPy stand-in installed as `cupy` for one test (undone after), its log cleared; returns its module."""
+    import cupy_standin
+
+    cupy_standin.install(monkeypatch)
+    cupy_standin.log.clear()
+    yield cupy_standin
+    xpnn.set_backend("numpy")
+
+
 @pytest.fixture(autouse=True)
 def _numpy_backend_by_default():
     """Every test starts on NumPy, whatever XPNN_BACKEND says, and leaves it so."""

@@ -57,6 +57,7 @@ def test_fused_matches_layer_by_layer_on_the_reference_network(backend, dtype, r
 def test_ties_go_to_the_first_cell_as_in_the_unfused_pool(backend, monkeypatch):
     """Flat image regions give equal conv outputs in a window; the first one must win, chunked or not."""
     monkeypatch.setattr(fused, "CHUNK_BYTES", 1)  # one image per GEMM
+    monkeypatch.setattr(fused, "GPU_CHUNK_BYTES", 1)  # on CuPy too
     model = reference_model("float64", seed=4)
     x = np.zeros((3, 64, 64, 3))
     x[:, 8:40, 16:48] = 0.5

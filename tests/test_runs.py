@@ -541,7 +541,7 @@ def test_progress_line_shows_every_figure_in_full_at_80_columns(data):
     (x, y), (xt, yt) = data
     out = io.StringIO()
     model = reference_model(seed=1)
-    bar = ProgressBar(2, 3, file=out, width=80, interval=0.0)
+    bar = ProgressBar(2, 3, file=out, width=80, interval=-1.0)  # redraw at every step
     history = model.fit(x, y, epochs=2, batch_size=16, validation_data=(xt, yt), callbacks=[bar], verbose=0)
     text = out.getvalue()
     screen_lines = [line for chunk in text.split("\n") for line in chunk.split("\r")]

@@ -446,7 +446,8 @@ def _read_into(ds: h5py.Dataset, target: Any, what: str) -> None:
         ds.read_direct(target)
     elif target.size:
         target[...] = backend.asarray(ds[()])
-    if target.size and not bool(backend.xp.isfinite(target).all()):
+    xp = np if isinstance(target, np.ndarray) else backend.xp  # optimizer state is read on the host first
+    if target.size and not bool(xp.isfinite(target).all()):
         raise ValueError(f"{ds.name} ({what}) holds NaN or Inf; the file is damaged or was saved after divergence.")
 
 

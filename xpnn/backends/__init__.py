@@ -83,7 +83,38 @@ def _cupy_backend() -> Backend:
         )
     from xpnn.backends import cupy_backend
 
+    _probe_cuda_libraries(cupy, cupy_backend)
     return Backend("cupy", cupy, cupy_backend)
+
+
+def _probe_cuda_libraries(cupy: Any, kernels: ModuleType) -> None:
+    """Load NVRTC and cuBLAS and build one kernel now, so that a missing CUDA library fails at backend choice.
+
+    CuPy imports without them and fails only at the first kernel (NVRTC, or the CUDA headers it compiles
+    against) or the first matmul (cuBLAS). `cupy-cuda12x[ctk]` (the `cuda12` extra) brings them as wheels.
+    """
+    try:
+        major = int(cupy.cuda.runtime.runtimeGetVersion()) // 1000
+    except Exception:  # noqa: BLE001 - only the advice depends on it
+        major = 12
+    steps = (
+        ("NVRTC (libnvrtc, CuPy's kernel compiler) could not be loaded", lambda: cupy.cuda.nvrtc.getVersion()),
+        ("cuBLAS (libcublas) could not be loaded", lambda: cupy.cuda.device.get_cublas_handle()),
+        (
+            "a CuPy kernel could not be compiled (NVRTC with the CUDA headers)",
+            lambda: kernels.relu_grad(cupy.ones(1, dtype=cupy.float32), cupy.ones(1, dtype=cupy.float32)),
+        ),
+        ("the device did not finish the probe kernel", lambda: cupy.cuda.get_current_stream().synchronize()),
+    )
+    for what, step in steps:
+        try:
+            step()
+        except Exception as exc:  # noqa: BLE001 - CuPy raises RuntimeError, OSError, CompileException, ...
+            raise ValueError(
+                f"the cupy backend cannot run: {what} ({type(exc).__name__}: {exc}). The CUDA libraries come as "
+                f'wheels: `pip install "cupy-cuda{major}x[ctk]"` (xpnn\'s extra: `pip install -e ".[cuda{major}]"`), '
+                "or use XPNN_BACKEND=numpy."
+            ) from exc
 
 
 def make_backend(name: str) -> Backend:

@@ -1,6 +1,13 @@
 """CuPy kernels: the CUDA twins of `numpy_backend`'s kernels, same names and signatures.
 
 Imported only once `cupy` and a CUDA device are known to be present.
+
+Each kernel computes its twin's operations in the same order, and is compiled with `--fmad=false` (`OPTIONS`):
+NVRTC would otherwise contract `a * b + c` into one fused multiply-add, rounded once where NumPy rounds
+twice, and the kernel would differ from its twin in the last bit. What still differs: CuPy compiles every
+kernel with `-ftz=true`, so float32 denormals (|x| < 1.2e-38) read and written by a kernel become ±0, where
+NumPy keeps them (float64 is never flushed). TensorFlow's CPU kernels flush them too.
+`scripts/check_cuda_kernels.py` compiles each kernel with NVRTC as CuPy does and checks for FMAs.
 """
 
 from __future__ import annotations
@@ -23,7 +30,11 @@ def gather_runs(src: cp.ndarray, index: tuple[cp.ndarray, ...]) -> cp.ndarray:
     return src[index]
 
 
-relu_grad = cp.ElementwiseKernel("T dout, T out", "T dx", "dx = out > 0 ? dout : (T)0", "xpnn_relu_grad")
+OPTIONS = ("--fmad=false",)  # no fused multiply-add: each product and sum rounds as NumPy's does
+
+# TensorFlow's ReluGrad, `gradients * (features > 0)`: a NaN or Inf gradient where the output is not positive
+# gives NaN (never a silent 0), and a negative gradient there gives -0, as the twin's product does
+relu_grad = cp.ElementwiseKernel("T dout, T out", "T dx", "dx = dout * (T)(out > 0)", "xpnn_relu_grad", options=OPTIONS)
 
 
 def softmax_xent(logits: cp.ndarray, labels: cp.ndarray) -> tuple[cp.ndarray, cp.ndarray]:
@@ -49,6 +60,7 @@ _adam = cp.ElementwiseKernel(
     w -= (m * alpha) / (sqrt(v) + epsilon);
     """,
     "xpnn_adam_update",
+    options=OPTIONS,
 )
 
 
@@ -67,7 +79,7 @@ def adam_update(
     _adam(g, t(alpha), t(one_minus_beta_1), t(one_minus_beta_2), t(epsilon), w, m, v)
 
 
-_sgd = cp.ElementwiseKernel("T g, T learning_rate", "T w", "w -= g * learning_rate", "xpnn_sgd_update")
+_sgd = cp.ElementwiseKernel("T g, T learning_rate", "T w", "w -= g * learning_rate", "xpnn_sgd_update", options=OPTIONS)
 
 
 def sgd_update(w: cp.ndarray, g: cp.ndarray, learning_rate: float) -> None:

@@ -35,7 +35,11 @@ def gather_runs(src: np.ndarray, index: tuple[np.ndarray, ...]) -> np.ndarray:
 
 
 def relu_grad(dout: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """dx = dout where the ReLU output is positive, else 0 (tf.nn.relu's gradient)."""
+    """dx = dout where the ReLU output is positive, else 0·dout: TensorFlow's ReluGrad, `gradients * (features > 0)`.
+
+    The product, not a select: a NaN or Inf dout where the output is not positive gives NaN (never a silent 0),
+    and a negative one gives -0, as in TensorFlow.
+    """
     return dout * (out > 0)
 
 

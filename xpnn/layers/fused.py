@@ -30,7 +30,7 @@ from xpnn.types import Array
 
 CHUNK_BYTES = 9 << 18  # CPU: im2col rows per GEMM, small enough to stay in cache (2.25 MB)
 CHUNK_IMAGES = 16  # CPU: at most this many images per chunk, so small layers still feed every worker
-GPU_CHUNK_BYTES = 1 << 30  # CuPy: few, large GEMMs (each chunk costs ~8 kernel launches)
+GPU_CHUNK_BYTES = 1 << 30  # CuPy: few, large GEMMs (each chunk costs ~8 kernel launches); bounds all its buffers
 # native.c: a worker thread only for every 8M multiply-adds (~0.3 ms); waking one costs ~0.15 ms, so the
 # reference net's second unit (2M) and its backward passes at batch 64 run faster on the calling thread alone
 PARALLEL_MACS = 8 << 20
@@ -41,10 +41,14 @@ def native_workers(macs: int) -> int:
     return max(1, min(cpu_workers(), macs // PARALLEL_MACS))
 
 
-def chunking(n: int, bytes_per_image: int, cpu_budget: int) -> tuple[int, int]:
-    """(images per chunk, worker threads) for a batch of n: cache-sized chunks on the CPU, few large ones on CuPy."""
+def chunking(n: int, bytes_per_image: int, cpu_budget: int, gpu_bytes_per_image: int) -> tuple[int, int]:
+    """(images per chunk, worker threads) for a batch of n: cache-sized chunks on the CPU, few large ones on CuPy.
+
+    On the CPU `bytes_per_image` (the im2col rows) must fit the cache budget; on CuPy `gpu_bytes_per_image`,
+    every buffer a chunk holds at once, must fit GPU_CHUNK_BYTES (one image per chunk at least).
+    """
     if get_backend().name != "numpy":
-        return max(1, min(n, GPU_CHUNK_BYTES // bytes_per_image)), 1
+        return max(1, min(n, GPU_CHUNK_BYTES // gpu_bytes_per_image)), 1
     return max(1, min(n, CHUNK_IMAGES, cpu_budget // bytes_per_image)), cpu_workers()
 
 
@@ -58,12 +62,17 @@ def grouped_runs(
     under a block, each a run of span·cin contiguous values, span = (bw − 1)·stride_w + fw: bh·bw times
     fewer rows than plain im2col, each a wider, better-shaped GEMM row against `grouped_kernel`, with
     runs long enough to copy as whole items.
+    `x_pad` must be C-contiguous; its strides are computed from its shape, because a size-1 axis may carry
+    any stride in a contiguous array (CuPy's `x[..., None]` has a channel stride of 0 and passes
+    `ascontiguousarray` unchanged).
     """
     xp = get_backend().xp
-    sn, sh, sw, sc = x_pad.strides
+    _, h, w, cin = x_pad.shape
+    sc = x_pad.dtype.itemsize
+    sw, sh, sn = cin * sc, w * cin * sc, h * w * cin * sc
     (st_h, st_w), (fh, fw), (ph, pw), (bh, bw) = conv.strides, conv.kernel_size, pool_hw, block
     rows, span = (bh - 1) * st_h + fh, (bw - 1) * st_w + fw
-    shape = (x_pad.shape[0], *out_hw, ph // bh, pw // bw, rows, span * x_pad.shape[3])
+    shape = (x_pad.shape[0], *out_hw, ph // bh, pw // bw, rows, span * cin)
     strides = (sn, sh * st_h * ph, sw * st_w * pw, sh * st_h * bh, sw * st_w * bw, sh, sc)
     return xp.lib.stride_tricks.as_strided(x_pad, shape, strides)
 
@@ -141,14 +150,24 @@ class ConvReluPool:
     def _buffer(self, name: str, shape: tuple[int, ...], dtype) -> Array:
         """A scratch buffer kept on the conv layer between calls (fresh pages cost more than the copy).
 
+        A kept buffer up to twice the rows needed serves (its leading rows; a short last batch reuses it);
+        a larger one is dropped and a buffer of exactly `shape` made, so a batch that shrinks frees memory.
         New buffers start as zeros, so a padding buffer whose interior alone is ever written keeps zero borders.
         """
         conv = self.layers[0]
         buf = getattr(conv, name, None)
-        if buf is None or buf.shape != shape or buf.dtype != dtype or not get_backend().is_array(buf):
+        fits = (
+            buf is not None
+            and get_backend().is_array(buf)
+            and buf.dtype == dtype
+            and buf.shape[1:] == shape[1:]
+            and shape[0] <= buf.shape[0] <= 2 * shape[0]
+        )
+        if not fits:
+            setattr(conv, name, None)  # the old buffer goes before the new one is made
             buf = get_backend().xp.zeros(shape, dtype=dtype)
             setattr(conv, name, buf)
-        return buf
+        return buf[: shape[0]]
 
     def _padded(self, x: Array, start: int, stop: int, pads, capacity: int, name: str) -> Array:
         """x[start:stop] with the conv's zero padding, in a reused per-worker buffer of `capacity` images.
@@ -184,7 +203,11 @@ class ConvReluPool:
         bh, bw = output_block((ph, pw), cout)
         k = ((bh - 1) * conv.strides[0] + fh) * ((bw - 1) * conv.strides[1] + fw) * cin
         rows_per_image = conv_hw[0] * conv_hw[1] // (bh * bw)
-        chunk, workers = chunking(n, rows_per_image * k * x.dtype.itemsize, CHUNK_BYTES)
+        (top, bottom), (left, right) = pads
+        # per image on CuPy: padded input, im2col rows, GEMM output and window cells (as many values), arg-max picks
+        padded, conv_values = (h + top + bottom) * (wd + left + right) * cin, conv_hw[0] * conv_hw[1] * cout
+        gpu_bytes = (padded + rows_per_image * k + 2 * conv_values) * x.dtype.itemsize + 3 * out_h * out_w * cout * 8
+        chunk, workers = chunking(n, rows_per_image * k * x.dtype.itemsize, CHUNK_BYTES, gpu_bytes)
         w_group = grouped_kernel(w, (bh, bw), conv.strides)
         pooled = xp.empty((n, out_h, out_w, cout), dtype=x.dtype)
         argmax = xp.empty((n, out_h, out_w, cout), dtype=xp.intp)
@@ -254,9 +277,10 @@ class ConvReluPool:
         cols = xp.arange(out_w).reshape(1, 1, out_w, 1) * pw + cache.argmax % pw
         images = xp.arange(n).reshape(n, 1, 1, 1)
         k = fh * fw * cin
-        chunk, workers = chunking(
-            n, out_h * out_w * cout * k * dout.dtype.itemsize, CHUNK_BYTES // 4
-        )  # gathered patches
+        (top, bottom), (left, right) = cache.pads
+        patch_bytes = out_h * out_w * cout * k * dout.dtype.itemsize  # the gathered patches of one image
+        padded_bytes = (cache.x.shape[1] + top + bottom) * (cache.x.shape[2] + left + right) * cin * dout.dtype.itemsize
+        chunk, workers = chunking(n, patch_bytes, CHUNK_BYTES // 4, patch_bytes + padded_bytes)
         partial_dw = [None] * -(-n // chunk)
 
         def run_chunk(start: int, stop: int, worker: int) -> None:

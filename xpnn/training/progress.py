@@ -61,7 +61,7 @@ class ProgressBar(Callback):
         out.flush()
 
     def on_epoch_begin(self, model: Model, state: TrainState) -> None:
-        self._last = 0.0
+        self._last = time.perf_counter()  # the first redraw comes `interval` seconds in: a short epoch reads nothing
         self._drawn = 0
 
     def on_batch_end(self, model: Model, state: TrainState, batch: Batch) -> None:
