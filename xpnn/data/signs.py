@@ -42,6 +42,26 @@ def find_signs(path: str | os.PathLike | None = None) -> Path | None:
     return None
 
 
+def locate_signs(path: str | os.PathLike | None = None) -> Path | None:
+    """SIGNS' folder where the user said it is; None only when they named no place and it is nowhere.
+
+    An explicit `path` (`--data`) or a set `$XPNN_DATA` that holds no SIGNS raises `FileNotFoundError`
+    instead of falling back to the default places or to the embedded set: a typo in a path must not
+    silently train on other data. With neither set, the default places are tried (`find_signs`).
+    """
+    named = str(path) if path is not None else os.environ.get("XPNN_DATA") or None
+    if named is None:
+        return find_signs()
+    folder = find_signs(path) if path is not None else find_signs(Path(named) / "signs")
+    if folder is None:
+        where = f"--data {path}" if path is not None else f"XPNN_DATA={named} (looked in {Path(named) / 'signs'})"
+        raise FileNotFoundError(
+            f"no SIGNS data at {where}: train_signs.h5 and test_signs.h5 are missing. Fix the path, "
+            "unset XPNN_DATA, or use --embedded for the built-in synthetic set."
+        )
+    return folder
+
+
 def _read_split(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     filename, x_key, y_key = SPLITS[split]
     file = folder / filename
