@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     folder = None if args.embedded else xpnn.datasets.locate_signs(args.data)
     if folder is None:
         if not args.embedded:
-            print("SIGNS not found (set XPNN_DATA or --data): training on the EMBEDDED synthetic hand-sign set instead.")
+            print("SIGNS not found (set XPNN_DATA or --data): training on the EMBEDDED synthetic hand-sign set.")
         sizes = {"n_train": 64, "n_test": 32} if args.smoke else {}
         (x_train, y_train), (x_test, y_test) = xpnn.datasets.load_embedded(**sizes)
     else:
