@@ -226,7 +226,7 @@ def plot(curves: dict[str, np.ndarray], diffs: dict[str, np.ndarray], path: Path
         bottom.semilogy(np.arange(1, len(d) + 1), np.maximum(d, 1e-17), lw=1, label=name)
     bottom.set_ylabel("|xpnn − TF| / |TF| (cost)", fontsize=11)
     bottom.set_xlabel("step", fontsize=11)
-    bottom.legend(fontsize=10, loc="lower right", framealpha=0.9)
+    bottom.legend(fontsize=10, loc="center right", framealpha=0.9)
     bottom.grid(alpha=0.3, which="both")
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
