@@ -78,7 +78,9 @@ def prepare_x(x: Any, input_shape: tuple[int, ...], dtype: np.dtype, backend: Ba
 
 
 def prepare_y(y: Any, n: int, classes: int, dtype: np.dtype, backend: Backend) -> Array:
-    """y as (n, classes) backend rows of `dtype`: integer labels become one-hot, real rows are kept."""
+    """y as (n, classes) backend rows of `dtype`: integer labels become one-hot, real rows are kept.
+
+    The one-hot step is `keras.utils.to_categorical`."""
     arr = _as_array(y, "y", backend)
     kind = np.dtype(arr.dtype).kind
     if kind not in "biuf":

@@ -104,7 +104,10 @@ def _write_error(target: Path, exc: OSError) -> OSError:
 
 # ---- what goes in the file -------------------------------------------------------------------------
 def layer_configs(model: Model) -> list[dict[str, Any]]:
-    """[{"class_name": "Conv2D", "config": {...}}, ...]: enough to rebuild the stack."""
+    """[{"class_name": "Conv2D", "config": {...}}, ...]: enough to rebuild the stack.
+
+    The shape of Keras's `Sequential.get_config()["layers"]`.
+    """
     return [{"class_name": type(layer).__name__, "config": layer.get_config()} for layer in model.layers]
 
 
@@ -144,10 +147,12 @@ def layers_from_configs(configs: Any, where: str = "layers") -> list[Layer]:
 
 
 def optimizer_config(optimizer: Optimizer) -> dict[str, Any]:
+    """`{"class_name", "config"}` for an optimizer, Keras's serialized form (`keras.optimizers.serialize`)."""
     return {"class_name": type(optimizer).__name__, "config": optimizer.get_config()}
 
 
 def optimizer_from_config(spec: dict[str, Any]) -> Optimizer:
+    """The optimizer that `optimizer_config` described (Keras's `keras.optimizers.deserialize`)."""
     cls = getattr(optimizer_module, str(spec.get("class_name")), None)
     if not (isinstance(cls, type) and issubclass(cls, Optimizer)):
         raise ValueError(f"unknown optimizer class {spec.get('class_name')!r}; xpnn has SGD and Adam.")
@@ -186,7 +191,9 @@ def write_model(f: h5py.File, model: Model, optimizer: Optimizer | None) -> None
 
 
 def save_model(model: Model, path: PathLike, optimizer: Optimizer | None = None) -> Path:
-    """Save `model` and `optimizer` (default: the one it last trained with, else its compiled one) atomically."""
+    """Save `model` and `optimizer` (default: the one it last trained with, else its compiled one) atomically.
+
+    Keras's `keras.saving.save_model` in the legacy HDF5 spirit, but xpnn's own layout (not loadable by Keras)."""
     model._require_built()
     opt = optimizer if optimizer is not None else getattr(model, "_last_optimizer", None) or model.optimizer
 
@@ -255,7 +262,9 @@ def read_model(f: h5py.File, cls: type[Model] | None = None) -> tuple[Model, Opt
 
 
 def load_model(path: PathLike, cls: type[Model] | None = None) -> Model:
-    """The model saved at `path` (a `cls`; `xpnn.load_model` gives an `xpnn.Sequential`), with its saved optimizer."""
+    """The model saved at `path` (a `cls`; `xpnn.load_model` gives an `xpnn.Sequential`), with its saved optimizer.
+
+    Keras's `keras.saving.load_model` for xpnn's own files."""
     with open_model_file(path) as f:
         model, optimizer = read_model(f, cls)
     if optimizer is not None:

@@ -11,7 +11,7 @@ from xpnn.types import Array
 
 
 class Loss:
-    """A named loss; `loss(logits, labels)` -> (cost, dlogits)."""
+    """A named loss; `loss(logits, labels)` -> (cost, dlogits) (`keras.losses.Loss`, with its gradient)."""
 
     name = ""
 
@@ -76,7 +76,7 @@ LOSSES: dict[str, Loss] = {
 
 
 def get_loss(spec: str | Loss) -> Loss:
-    """A Loss from a name ("softmax_cross_entropy", "sigmoid_cross_entropy", "mse") or itself."""
+    """A Loss from a name ("softmax_cross_entropy", "sigmoid_cross_entropy", "mse") or itself (`keras.losses.get`)."""
     if isinstance(spec, Loss):
         return spec
     if not isinstance(spec, str):

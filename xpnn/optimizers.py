@@ -24,9 +24,14 @@ def _check_rate(name: str, value: float, low: float, high: float = math.inf, clo
 
 
 class Optimizer:
-    """Updates a list of parameters in place from a list of gradients of the same shapes."""
+    """Updates a list of parameters in place from a list of gradients of the same shapes.
+
+    Keras's `keras.optimizers.Optimizer`, with the state (`get_state`) kept outside the weights so that
+    checkpoints can resume it exactly.
+    """
 
     def apply(self, params: list[Array], grads: list[Array]) -> None:
+        """One update of every parameter from its gradient (Keras's `optimizer.apply(grads, variables)`)."""
         raise NotImplementedError
 
     def get_state(self) -> dict[str, Any]:
@@ -37,6 +42,7 @@ class Optimizer:
         """Restore what `get_state` returned."""
 
     def get_config(self) -> dict[str, float]:
+        """The constructor arguments (Keras's `get_config`), as saved in model files and run configs."""
         return {}
 
     def __repr__(self) -> str:
@@ -44,7 +50,10 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    """Plain gradient descent, w −= lr·g (SparkNeuralNets' "simple" optimizer)."""
+    """Plain gradient descent, w −= lr·g (SparkNeuralNets' "simple" optimizer).
+
+    `keras.optimizers.SGD(learning_rate)` without momentum; TF's `ApplyGradientDescent` kernel.
+    """
 
     def __init__(self, learning_rate: float = 0.01) -> None:
         self.learning_rate = _check_rate("learning_rate", learning_rate, 0.0)
@@ -109,7 +118,7 @@ OPTIMIZERS = {"sgd": SGD, "adam": Adam}
 
 
 def get_optimizer(spec: str | Optimizer) -> Optimizer:
-    """An Optimizer from a name ("sgd", "adam", with default settings) or itself."""
+    """An Optimizer from a name ("sgd", "adam", with default settings) or itself (`keras.optimizers.get`)."""
     if isinstance(spec, Optimizer):
         return spec
     if not isinstance(spec, str):

@@ -81,7 +81,9 @@ def _read_split(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 def load_signs(
     path: str | os.PathLike | None = None,
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """(x_train, y_train), (x_test, y_test): uint8 (n, 64, 64, 3) images and int64 labels 0..5."""
+    """(x_train, y_train), (x_test, y_test): uint8 (n, 64, 64, 3) images and int64 labels 0..5.
+
+    Shaped like Keras's `keras.datasets.*.load_data()` results."""
     folder = find_signs(path)
     if folder is None:
         looked = "\n  ".join(str(p) for p in signs_candidates(path))
