@@ -215,7 +215,7 @@ def plot(curves: dict[str, np.ndarray], diffs: dict[str, np.ndarray], path: Path
             top.plot(steps, costs, lw=1, alpha=0.8, color=next(others, None), label=name, zorder=2)
     top.axhline(TARGET_COST, color="grey", lw=0.8, ls=":", label=f"cost {TARGET_COST} (steps-to target)")
     top.set_ylabel("minibatch cost", fontsize=11)
-    top.legend(fontsize=10, loc="upper right", framealpha=0.9)
+    top.legend(fontsize=10, loc="lower right", framealpha=0.9)  # steps past 400: only the mistake curves
     top.grid(alpha=0.3)
     fig.suptitle(
         "xpnn vs TensorFlow on SIGNS: reference net, Adam lr 0.009, batch 64\n"
