@@ -33,7 +33,7 @@ def check(proc: subprocess.CompletedProcess, name: str) -> None:
 
 
 def test_examples_found():
-    assert len(EXAMPLES) >= 8, [p.name for p in EXAMPLES]
+    assert len(EXAMPLES) >= 9, [p.name for p in EXAMPLES]
 
 
 @pytest.mark.parametrize("script", EXAMPLES, ids=[p.name for p in EXAMPLES])
