@@ -193,26 +193,45 @@ def rel_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def plot(curves: dict[str, np.ndarray], diffs: dict[str, np.ndarray], path: Path) -> None:
+    """Costs per step (top) and xpnn's relative difference from TF (bottom) into a PNG at `path`.
+
+    TF's curve is drawn wide and pale underneath and xpnn's thin and dashed on top, so both stay visible where
+    they coincide (everywhere, in float64); the title is two lines so it is never cut; legends are readable.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), dpi=72, sharex=True)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 8), dpi=100, sharex=True, height_ratios=(3, 2))
+    others = iter(["tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive"])
     for name, costs in curves.items():
-        top.plot(np.arange(1, len(costs) + 1), costs, lw=1, label=name)
-    top.axhline(TARGET_COST, color="grey", lw=0.5, ls=":")
-    top.set_ylabel("minibatch cost")
-    top.legend(fontsize=7, ncol=2)
-    top.set_title("SIGNS, reference net, Adam lr 0.009, batch 64: same weights and minibatch order")
+        steps = np.arange(1, len(costs) + 1)
+        if name.startswith("TF"):
+            top.plot(steps, costs, lw=5, alpha=0.35, color="tab:orange", label=name, zorder=1)
+        elif name.startswith("xpnn float64"):
+            top.plot(steps, costs, lw=1.3, ls=(0, (4, 2)), color="tab:blue", label=name, zorder=3)
+        else:
+            top.plot(steps, costs, lw=1, alpha=0.8, color=next(others, None), label=name, zorder=2)
+    top.axhline(TARGET_COST, color="grey", lw=0.8, ls=":", label=f"cost {TARGET_COST} (steps-to target)")
+    top.set_ylabel("minibatch cost", fontsize=11)
+    top.legend(fontsize=10, loc="lower right", framealpha=0.9)  # steps past 400: only the mistake curves
+    top.grid(alpha=0.3)
+    fig.suptitle(
+        "xpnn vs TensorFlow on SIGNS: reference net, Adam lr 0.009, batch 64\n"
+        "same initial weights and minibatch order on both sides",
+        fontsize=12,
+    )
     for name, d in diffs.items():
-        bottom.semilogy(np.arange(1, len(d) + 1), np.maximum(d, 1e-17), lw=0.8, label=name)
-    bottom.set_ylabel("|xpnn − TF| / |TF| (cost)")
-    bottom.set_xlabel("step")
-    bottom.legend(fontsize=7)
+        bottom.semilogy(np.arange(1, len(d) + 1), np.maximum(d, 1e-17), lw=1, label=name)
+    bottom.set_ylabel("|xpnn − TF| / |TF| (cost)", fontsize=11)
+    bottom.set_xlabel("step", fontsize=11)
+    bottom.legend(fontsize=10, loc="center right", framealpha=0.9)
+    bottom.grid(alpha=0.3, which="both")
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=72)
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
     os.replace(tmp, path)
 
 

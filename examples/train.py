@@ -3,6 +3,7 @@
 python examples/train.py                       # 25 epochs, float32, NumPy
 XPNN_BACKEND=cupy python examples/train.py     # the same on a CUDA GPU
 mpiexec -n 4 python examples/train.py --distributed   # data-parallel over 4 MPI ranks (pip install -e ".[mpi]")
+python examples/train.py --smoke               # one epoch on 64 images: checks the script in seconds (CI)
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", default=None, help="folder holding train_signs.h5 and test_signs.h5")
     parser.add_argument("--embedded", action="store_true", help="use the embedded synthetic set even if SIGNS exists")
     parser.add_argument("--distributed", action="store_true", help="data-parallel over MPI (use mpiexec)")
+    parser.add_argument("--smoke", action="store_true", help="one epoch on 64 train / 32 test images (CI check)")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.epochs = 1
 
     if args.distributed:  # before the backend and model: each rank picks its GPU here
         if args.backend:
@@ -36,13 +40,18 @@ def main(argv: list[str] | None = None) -> None:
     print = xpnn.distributed.root_print  # noqa: A001 - one log for N ranks (plain print without MPI)
 
     backend = xpnn.set_backend(args.backend) if args.backend else xpnn.get_backend()
-    folder = None if args.embedded else xpnn.datasets.find_signs(args.data)
+    # --data or XPNN_DATA without SIGNS is an error (FileNotFoundError), never a fallback to other data.
+    folder = None if args.embedded else xpnn.datasets.locate_signs(args.data)
     if folder is None:
-        print("SIGNS not found (set XPNN_DATA or --data): training on the EMBEDDED synthetic hand-sign set instead.")
-        (x_train, y_train), (x_test, y_test) = xpnn.datasets.load_embedded()
+        if not args.embedded:
+            print("SIGNS not found (set XPNN_DATA or --data): training on the EMBEDDED synthetic hand-sign set.")
+        sizes = {"n_train": 64, "n_test": 32} if args.smoke else {}
+        (x_train, y_train), (x_test, y_test) = xpnn.datasets.load_embedded(**sizes)
     else:
         print(f"SIGNS from {folder}")
         (x_train, y_train), (x_test, y_test) = xpnn.datasets.load_signs(folder)
+    if args.smoke:
+        (x_train, y_train), (x_test, y_test) = (x_train[:64], y_train[:64]), (x_test[:32], y_test[:32])
     print(f"{len(x_train)} train / {len(x_test)} test images, backend {backend.name}, {args.dtype}, seed {args.seed}")
 
     model = reference_model(args.dtype, seed=args.seed)

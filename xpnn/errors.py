@@ -4,7 +4,10 @@ from __future__ import annotations
 
 
 class DivergedError(FloatingPointError):
-    """Training produced a non-finite cost (or weight, or validation loss); says where and what to try."""
+    """Training produced a non-finite cost (or weight, or validation loss); says where and what to try.
+
+    Keras only stops on a NaN loss when asked (`keras.callbacks.TerminateOnNaN`) and names no step; xpnn
+    always stops, restores the epoch's starting weights and raises this."""
 
     def __init__(self, epoch: int, step: int, cost: float, what: str = "the cost") -> None:
         self.epoch, self.step, self.cost, self.what = epoch, step, cost, what

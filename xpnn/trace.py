@@ -53,6 +53,9 @@ def _host(arrays: Sequence[Any]) -> list[np.ndarray]:
 def trace(model: Model, x: Any, y: Any, loss: str | Loss | None = None, training: bool = True) -> Trace:
     """Run one forward and backward pass on (x, y) without updating the weights and return every layer's truth.
 
+    What a `tf.GradientTape` around a Keras model's layers gives, with every intermediate kept: the cost, each
+    layer's output and input gradient, and the weight gradients.
+
     `training` selects Dropout's and BatchNormalization's mode (True, as in a training step); layer state that
     a training-mode pass changes (BatchNorm's moving statistics, Dropout's stream) is put back afterwards.
 
@@ -114,6 +117,7 @@ class TraceRecorder(Callback):
 
     @property
     def closed(self) -> bool:
+        """True once `close` has written the file (or before `start`)."""
         return self._file is None
 
     def start(self, model: Model) -> None:
@@ -174,9 +178,11 @@ class TraceRecorder(Callback):
 
     # ---- Callback hooks (fit) -------------------------------------------------------------------
     def on_train_begin(self, model: Model, state: TrainState) -> None:
+        """Open the file for `model` when `fit` starts."""
         self.start(model)
 
     def on_batch_end(self, model: Model, state: TrainState, batch: Batch) -> None:
+        """Write the step `fit` just took (its cost, outputs, gradients and updated weights)."""
         self.write_step(model, batch.result, batch.epoch, batch.index + 1, batch.indices)
 
 
@@ -223,7 +229,7 @@ class TraceFile:
 
 
 def read_trace(path: str | os.PathLike) -> TraceFile:
-    """Load a file written by `TraceRecorder`."""
+    """Load a file written by `TraceRecorder` (xpnn's own format; TensorFlow has no per-step equivalent)."""
     with h5py.File(path, "r") as f:
         if f.attrs.get("format") != FORMAT:
             raise ValueError(f"{path} is not an xpnn trace (no format={FORMAT!r} attribute); write it with trace=.")

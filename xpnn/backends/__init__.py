@@ -19,7 +19,9 @@ BACKENDS = ("numpy", "cupy")
 
 @dataclass(frozen=True)
 class Backend:
-    """An array module (`xp`) and its kernels, plus host/device transfers."""
+    """An array module (`xp`) and its kernels, plus host/device transfers.
+
+    The role of a Keras 3 backend (`keras.src.backend.numpy` etc.), kept to arrays: no autodiff, no graph."""
 
     name: str
     xp: ModuleType
@@ -128,14 +130,18 @@ def make_backend(name: str) -> Backend:
 
 
 def set_backend(name: str) -> Backend:
-    """Make `name` the active backend for all later work and return it."""
+    """Make `name` the active backend for all later work and return it.
+
+    Keras fixes its backend at import (`KERAS_BACKEND`); xpnn may switch before a model is built."""
     global _active
     _active = make_backend(name)
     return _active
 
 
 def get_backend() -> Backend:
-    """The active backend; on first use it comes from XPNN_BACKEND (default "numpy")."""
+    """The active backend; on first use it comes from XPNN_BACKEND (default "numpy").
+
+    Like `keras.config.backend()` with `KERAS_BACKEND`, but xpnn's backends are array libraries (NumPy, CuPy)."""
     global _active
     if _active is None:
         _active = make_backend(os.environ.get("XPNN_BACKEND", "numpy") or "numpy")

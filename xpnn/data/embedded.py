@@ -31,7 +31,9 @@ def _draw_hand(fingers: int, rng: np.random.Generator) -> np.ndarray:
 def load_embedded(
     n_train: int = 600, n_test: int = 120, seed: int = 0
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """(x_train, y_train), (x_test, y_test) of the synthetic hand-sign set, balanced over 6 classes."""
+    """(x_train, y_train), (x_test, y_test) of the synthetic hand-sign set, balanced over 6 classes.
+
+    Shaped like Keras's `keras.datasets.*.load_data()` results."""
     rng = np.random.default_rng(seed)
 
     def split(n: int) -> tuple[np.ndarray, np.ndarray]:

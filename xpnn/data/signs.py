@@ -51,6 +51,26 @@ def signs_not_found(path: str | os.PathLike | None = None) -> str:
     )
 
 
+def locate_signs(path: str | os.PathLike | None = None) -> Path | None:
+    """SIGNS' folder where the user said it is; None only when they named no place and it is nowhere.
+
+    An explicit `path` (`--data`) or a set `$XPNN_DATA` that holds no SIGNS raises `FileNotFoundError`
+    instead of falling back to the default places or to the embedded set: a typo in a path must not
+    silently train on other data. With neither set, the default places are tried (`find_signs`).
+    """
+    named = str(path) if path is not None else os.environ.get("XPNN_DATA") or None
+    if named is None:
+        return find_signs()
+    folder = find_signs(path) if path is not None else find_signs(Path(named) / "signs")
+    if folder is None:
+        where = f"--data {path}" if path is not None else f"XPNN_DATA={named} (looked in {Path(named) / 'signs'})"
+        raise FileNotFoundError(
+            f"no SIGNS data at {where}: train_signs.h5 and test_signs.h5 are missing. Fix the path, "
+            "unset XPNN_DATA, or use --embedded for the built-in synthetic set."
+        )
+    return folder
+
+
 def _read_split(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     filename, x_key, y_key = SPLITS[split]
     file = folder / filename
@@ -70,7 +90,9 @@ def _read_split(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 def load_signs(
     path: str | os.PathLike | None = None,
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """(x_train, y_train), (x_test, y_test): uint8 (n, 64, 64, 3) images and int64 labels 0..5."""
+    """(x_train, y_train), (x_test, y_test): uint8 (n, 64, 64, 3) images and int64 labels 0..5.
+
+    Shaped like Keras's `keras.datasets.*.load_data()` results."""
     folder = find_signs(path)
     if folder is None:
         raise FileNotFoundError(signs_not_found(path))

@@ -96,6 +96,7 @@ class DataParallel(Strategy, Callback):
 
     @property
     def is_root(self) -> bool:
+        """True on rank 0 (the rank that prints, writes checkpoints and runs `root_only` callbacks)."""
         return self.connect().is_root
 
     def select(self, callbacks: list[Callback]) -> list[Callback]:
@@ -211,6 +212,7 @@ class DataParallel(Strategy, Callback):
 
     # ---- callback hooks ------------------------------------------------------------------------
     def on_epoch_begin(self, model: Model, state: TrainState) -> None:
+        """Remember the epoch, for the failure messages that name it."""
         self.epoch = state.epoch + 1
 
     def on_epoch_end(self, model: Model, state: TrainState, logs: dict[str, float]) -> None:
@@ -239,6 +241,7 @@ class AgreeOnStop(Callback):
         self.mpi = mpi
 
     def on_epoch_end(self, model: Model, state: TrainState, logs: dict[str, float]) -> None:
+        """Stop every rank when any rank's callbacks asked to stop, so that no rank waits alone."""
         state.stop = any(self.mpi.allgather_object(bool(state.stop), "the stop check"))
 
 
@@ -265,6 +268,7 @@ class DistributedModel:
         self.parallel = parallel
 
     def fit(self, *args: Any, **kwargs: Any) -> History:
+        """`model.fit(...)` with this wrapper's `DataParallel` (and its timeout) as `distributed=`."""
         kwargs["distributed"] = self.parallel
         return self.model.fit(*args, **kwargs)
 
@@ -273,7 +277,9 @@ class DistributedModel:
 
 
 def wrap(model: Model, timeout: float | None = None) -> DistributedModel:
-    """`xpnn.distributed.wrap(model).fit(...)` is `model.fit(..., distributed=DataParallel(timeout))`."""
+    """`xpnn.distributed.wrap(model).fit(...)` is `model.fit(..., distributed=DataParallel(timeout))`.
+
+    Where TensorFlow builds and fits the model under `strategy.scope()`, xpnn wraps the built model."""
     parallel = DataParallel(timeout)
     parallel.connect()
     return DistributedModel(model, parallel)

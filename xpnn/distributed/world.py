@@ -21,7 +21,9 @@ class DistributedError(RuntimeError):
 
 @dataclass(frozen=True)
 class World:
-    """This process's place in the job: `rank` of `size`, `local_rank` among the ranks on its node."""
+    """This process's place in the job: `rank` of `size`, `local_rank` among the ranks on its node.
+
+    Horovod's `hvd.rank()`, `hvd.size()`, `hvd.local_rank()`; TF's `tf.distribute.cluster_resolver` task ids."""
 
     comm: Any  # mpi4py.MPI.Comm (COMM_WORLD)
     rank: int
@@ -31,6 +33,7 @@ class World:
 
     @property
     def is_root(self) -> bool:
+        """True on rank 0."""
         return self.rank == 0
 
 
@@ -57,6 +60,8 @@ def import_mpi() -> Any:
 
 def init() -> World:
     """Join the MPI world (once per process); refuses a single process that no launcher started.
+
+    Horovod's `hvd.init()`; in TensorFlow, creating a `tf.distribute.MultiWorkerMirroredStrategy`.
 
     On the CuPy backend it also makes this rank's GPU current, so call it before building a model there.
     """

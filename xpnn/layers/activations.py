@@ -29,6 +29,7 @@ def sigmoid_backward(dout: Array, out: Array) -> Array:
 
 
 def tanh_forward(x: Array) -> Array:
+    """tanh(x) elementwise (`tf.math.tanh`)."""
     return get_backend().xp.tanh(x)
 
 
@@ -62,25 +63,28 @@ class _Activation(Layer):
 
 
 class ReLU(_Activation):
-    """ReLU(): max(x, 0)."""
+    """ReLU(): max(x, 0) (`keras.layers.ReLU`, `tf.nn.relu`)."""
 
 
 class Sigmoid(_Activation):
-    """Sigmoid(): 1 / (1 + exp(-x))."""
+    """Sigmoid(): 1 / (1 + exp(-x)) (`keras.layers.Activation("sigmoid")`, `tf.math.sigmoid`)."""
 
     _forward = staticmethod(sigmoid_forward)
     _backward = staticmethod(sigmoid_backward)
 
 
 class Tanh(_Activation):
-    """Tanh(): tanh(x)."""
+    """Tanh(): tanh(x) (`keras.layers.Activation("tanh")`, `tf.math.tanh`)."""
 
     _forward = staticmethod(tanh_forward)
     _backward = staticmethod(tanh_backward)
 
 
 class Softmax(_Activation):
-    """Softmax(): softmax over the last axis (pair logits with softmax_cross_entropy instead for training)."""
+    """Softmax(): softmax over the last axis (`keras.layers.Softmax`, `tf.nn.softmax`).
+
+    For training, end the model with logits and use `softmax_cross_entropy` instead.
+    """
 
     _forward = staticmethod(softmax_forward)
     _backward = staticmethod(softmax_backward)

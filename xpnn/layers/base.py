@@ -25,7 +25,12 @@ from xpnn.types import Array, IntPair
 
 
 class Layer:
-    """Base class; subclasses set `params` in `build` and implement forward/backward."""
+    """Base class of every layer (Keras's `keras.layers.Layer`); subclasses set `params` in `build` and
+    implement `forward`/`backward`.
+
+    Unlike Keras, the backward pass is explicit: `forward` returns a cache and `backward(dout, cache)` the
+    gradients, so `xpnn.trace` can record every layer's output and gradients.
+    """
 
     takes_training = False  # True: forward(x, training=...) (Dropout, BatchNormalization)
 
@@ -37,6 +42,7 @@ class Layer:
 
     @property
     def name(self) -> str:
+        """The layer's class name (what `summary` and error messages show)."""
         return type(self).__name__
 
     def build(self, input_shape: tuple[int, ...], rng: np.random.Generator, dtype: np.dtype) -> tuple[int, ...]:
@@ -46,12 +52,18 @@ class Layer:
         return self.output_shape
 
     def compute_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The per-sample output shape for a per-sample `input_shape` (Keras's `compute_output_shape`)."""
         return input_shape
 
     def forward(self, x: Array) -> tuple[Array, Any]:
+        """The output for a batch `x` and the cache its backward needs (Keras's `call`, plus the cache)."""
         raise NotImplementedError
 
     def backward(self, dout: Array, cache: Any, need_dx: bool = True) -> tuple[Array | None, dict[str, Array]]:
+        """(dL/dx, {name: dL/dweight}) from dL/d output and `forward`'s cache; dx is None when `need_dx` is False.
+
+        What `tf.GradientTape` computes for this layer; the weight gradients are keyed like `params`.
+        """
         raise NotImplementedError
 
     def get_config(self) -> dict[str, Any]:

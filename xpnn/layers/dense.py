@@ -34,7 +34,7 @@ def dense_backward(dout: Array, cache: DenseCache, need_dx: bool = True) -> tupl
 
 
 class Dense(Layer):
-    """Dense(units): out = x·W + b with W shaped (in, out)."""
+    """Dense(units): out = x·W + b with W shaped (in, out) (`keras.layers.Dense`)."""
 
     def __init__(self, units: int, use_bias: bool = True, kernel_initializer: str = "glorot_uniform") -> None:
         super().__init__()
