@@ -429,7 +429,10 @@ def test_bad_command_lines(tmp_path, capsys):
     cases = [
         (["train", "--config", str(tmp_path / "none.toml")], "config file .*none.toml does not exist"),
         (["train", "--batch-size", "0", "--embedded"], "setting 'batch_size' must be >= 1; got 0"),
-        (["train", "--data", str(tmp_path / "nosigns"), "-q"], "SIGNS not found .*Set XPNN_DATA"),
+        (
+            ["train", "--data", str(tmp_path / "nosigns"), "-q"],
+            "^xpnn train: error: no SIGNS data at --data .*nosigns: [^\\n]*--embedded[^\\n]*\\n$",  # one line
+        ),
         (["train", "--backend", "tpu", "--embedded"], "unknown backend 'tpu'"),
         (["train", "--resume", str(tmp_path / "nope")], "no run folder at .*nope; list runs with `xpnn runs`"),
         (["evaluate", str(tmp_path)], "is not a run folder"),

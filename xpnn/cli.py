@@ -146,7 +146,7 @@ def load_data(settings: dict[str, Any], say: Any = print) -> tuple[tuple, tuple,
     from xpnn import datasets
 
     if not settings["embedded"]:
-        folder = datasets.find_signs(settings["data"])
+        folder = datasets.locate_signs(settings["data"])  # a named place without SIGNS is an error
         if folder is not None:
             say(f"data: SIGNS from {folder}")
             train, test = datasets.load_signs(folder)

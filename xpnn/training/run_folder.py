@@ -247,15 +247,35 @@ class Run(Callback):
         assert self.folder is not None
         write_text(self.folder / HISTORY, history_csv(history))
 
-    def write_plot(self, history: History) -> None:
-        if not self.plot or not history.epoch or self.folder is None:
+    def write_plot(self, model: Model, state: TrainState) -> None:
+        """run_stats.png: loss and accuracy per epoch, the settings in the title, chance, stuck and resumed epochs."""
+        history = state.history
+        if not self.plot or not history.epoch or self.folder is None or state.settings is None:
             return
         from xpnn.training.plots import plot_run_stats
 
+        s = state.settings
+        lr = getattr(s.optimizer, "learning_rate", None)
+        settings = {"optimizer": type(s.optimizer).__name__, "learning_rate": lr, "batch_size": s.batch_size,
+                    "seed": s.seed}  # fmt: skip
         try:
-            plot_run_stats(history, self.folder / PLOT, title=f"run {self.run_id}")
+            plot_run_stats(
+                history, self.folder / PLOT, title=f"run {self.run_id}", hyperparameters=settings,
+                classes=int(model.output_shape[-1]), resumed_epochs=self.resumed_epochs(),
+                stuck_epochs=[int(r["epoch"]) for r in self.stuck.reports] if self.stuck is not None else [],
+            )  # fmt: skip
         except ImportError as exc:
             self.event(f"no {PLOT}: {exc}")
+
+    def resumed_epochs(self) -> list[int]:
+        """The epochs after which this run was resumed, read back from events.log."""
+        assert self.folder is not None
+        try:
+            lines = (self.folder / EVENTS).read_text(encoding="utf-8").splitlines()
+        except OSError:
+            return []
+        marker = "resumed from the checkpoint after epoch "
+        return [int(line.split(marker)[1].split()[0]) for line in lines if marker in line]
 
     # ---- Callback hooks ----------------------------------------------------------------------------
     def on_train_begin(self, model: Model, state: TrainState) -> None:
@@ -294,7 +314,7 @@ class Run(Callback):
         assert self.folder is not None and state.settings is not None
         save_model(model, self.folder / MODEL, optimizer=state.settings.optimizer)
         self.write_history(state.history)
-        self.write_plot(state.history)
+        self.write_plot(model, state)
         stuck = self.stuck.reports if self.stuck is not None else []
         status = "stopped (stuck)" if state.stop and stuck else "finished"
         self.set_status(status, epoch=state.epoch, epochs=self.config.get("epochs"), **_final(state.history))
@@ -312,7 +332,7 @@ class Run(Callback):
             self._release()
             return
         self.write_history(state.history)
-        self.write_plot(state.history)
+        self.write_plot(model, state)
         when = f"after epoch {state.epoch}" if state.epoch else "the initial weights, epoch 0"
         kept = f"The last good checkpoint ({when}) is kept in {self.folder / CHECKPOINT}."
         self.set_status("diverged", epoch=exc.epoch, step=exc.step, cost=str(exc.cost), message=str(exc))
