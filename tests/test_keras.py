@@ -294,3 +294,88 @@ def test_round_trip_through_keras(tmp_path, dtype):
     theirs.save(tmp_path / "k.keras")
     back = xk.load_model(tmp_path / "k.keras")
     assert_rel(back.predict(x), model.predict(x), RTOL[dtype])
+
+
+# ---- the table's entries for layers another branch adds, with stand-in classes ------------------------
+class _StandIn(L.Layer):
+    def __init__(self, **kwargs):
+        super().__init__()
+        self.kwargs = kwargs
+
+
+class ZeroPadding2D(_StandIn):
+    def __init__(self, padding=1):
+        super().__init__(padding=padding)
+
+
+class BatchNormalization(_StandIn):
+    def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True):
+        super().__init__(axis=axis, momentum=momentum, epsilon=epsilon, center=center, scale=scale)
+
+
+class LeakyReLU(_StandIn):
+    def __init__(self, negative_slope=0.3):
+        super().__init__(negative_slope=negative_slope)
+
+
+class DepthwiseConv2D(_StandIn):
+    def __init__(self, kernel_size, strides=1, padding="valid", depth_multiplier=1, dilation_rate=1, use_bias=True):
+        super().__init__(kernel_size=kernel_size, strides=strides, padding=padding, depth_multiplier=depth_multiplier)
+
+
+class ELU(_StandIn):
+    def __init__(self, alpha=1.0):
+        super().__init__(alpha=alpha)
+
+
+class SeparableConv2D(_StandIn):
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", depth_multiplier=1, activation=None):
+        super().__init__(filters=filters, kernel_size=kernel_size, padding=padding, activation=activation)
+
+
+class Dropout(_StandIn):
+    def __init__(self, rate, seed=None):
+        super().__init__(rate=rate, seed=seed)
+
+
+class GlobalAveragePooling2D(_StandIn):
+    def __init__(self, keepdims=False):
+        super().__init__(keepdims=keepdims)
+
+
+class Reshape(_StandIn):
+    def __init__(self, target_shape):
+        super().__init__(target_shape=target_shape)
+
+
+def test_table_passes_keras_options_to_the_coming_layers(monkeypatch):
+    for cls in (ZeroPadding2D, BatchNormalization, LeakyReLU, DepthwiseConv2D, ELU, SeparableConv2D, Dropout):
+        monkeypatch.setattr(L, cls.__name__, cls, raising=False)
+    monkeypatch.setattr(L, "GlobalAveragePooling2D", GlobalAveragePooling2D, raising=False)
+    monkeypatch.setattr(L, "Reshape", Reshape, raising=False)
+    with zipfile.ZipFile(FIXTURES / "keras_new_layers_a.keras") as zf:
+        config = json.loads(zf.read("config.json"))
+    plan = xk.plan_from_config(config)
+    got = [(type(layer).__name__, getattr(layer, "kwargs", None)) for layer in plan.layers]
+    assert got[0] == ("ZeroPadding2D", {"padding": ((1, 2), (0, 1))})
+    assert got[1][0] == "Conv2D" and not plan.layers[1].use_bias
+    assert got[2] == (
+        "BatchNormalization",
+        {"axis": -1, "momentum": 0.9, "epsilon": 1e-3, "center": True, "scale": True},
+    )
+    assert got[3] == ("LeakyReLU", {"negative_slope": 0.1})
+    assert got[4] == (
+        "DepthwiseConv2D",
+        {"kernel_size": (3, 3), "strides": (1, 1), "padding": "same", "depth_multiplier": 2},
+    )
+    assert got[5] == ("ELU", {"alpha": 0.5})
+    assert got[6] == ("SeparableConv2D", {"filters": 6, "kernel_size": (3, 3), "padding": "same", "activation": "relu"})
+    assert got[7] == ("Dropout", {"rate": 0.3, "seed": 1})
+    assert got[8] == ("GlobalAveragePooling2D", {"keepdims": False})
+    assert got[9] == ("Reshape", {"target_shape": (2, 3)})
+    assert [n for n, _ in got[10:]] == ["Flatten", "Dense"]
+    # An option the xpnn class does not take, at a value that matters, is reported by name.
+    config["config"]["layers"][5]["config"]["dilation_rate"] = [2, 2]
+    monkeypatch.setattr(L, "DepthwiseConv2D", SeparableConv2D)  # takes no dilation_rate
+    with pytest.raises(ValueError, match=r"dilation_rate=\(2, 2\)"):
+        xk.plan_from_config(config)

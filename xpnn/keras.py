@@ -84,17 +84,19 @@ class KerasLayer:
     args: tuple[str, ...] = ()
     neutral: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     activation: bool = False  # has Keras's `activation=` option
+    ignore: tuple[str, ...] = ()  # keys without effect here (e.g. renorm_momentum when renorm is off)
+    renames: dict[str, str] = field(default_factory=dict)  # Keras 2 names of Keras 3 keys
 
 
 CHANNELS_LAST = {"data_format": ("channels_last", None), "trainable": (True,)}
-CONV = {**CHANNELS_LAST, "dilation_rate": (1, (1, 1)), "groups": (1,)}
+CONV = {**CHANNELS_LAST, "dilation_rate": (1, (1, 1)), "groups": (1,), "use_bias": (True,)}
 
 # Keras class name -> mapping. Entries whose xpnn class does not exist yet are skipped (reported as unknown).
 KERAS_LAYERS: dict[str, KerasLayer] = {
     "Conv2D": KerasLayer(
         "Conv2D", ("filters", "kernel_size", "strides", "padding", "use_bias", "dilation_rate", "groups"), CONV, True
     ),
-    "Dense": KerasLayer("Dense", ("units", "use_bias"), {"trainable": (True,)}, True),
+    "Dense": KerasLayer("Dense", ("units", "use_bias"), {"trainable": (True,), "use_bias": (True,)}, True),
     "MaxPooling2D": KerasLayer("MaxPool2D", ("pool_size", "strides", "padding"), CHANNELS_LAST),
     "AveragePooling2D": KerasLayer("AvgPool2D", ("pool_size", "strides", "padding"), CHANNELS_LAST),
     "Flatten": KerasLayer("Flatten", (), CHANNELS_LAST),
@@ -117,6 +119,7 @@ KERAS_LAYERS: dict[str, KerasLayer] = {
             "synchronized": (False,),
             "renorm": (False,),
         },
+        ignore=("renorm_momentum", "renorm_clipping"),
     ),
     "GlobalAveragePooling2D": KerasLayer(
         "GlobalAveragePooling2D", ("keepdims",), {**CHANNELS_LAST, "keepdims": (False,)}
@@ -124,7 +127,9 @@ KERAS_LAYERS: dict[str, KerasLayer] = {
     "GlobalMaxPooling2D": KerasLayer("GlobalMaxPooling2D", ("keepdims",), {**CHANNELS_LAST, "keepdims": (False,)}),
     "ZeroPadding2D": KerasLayer("ZeroPadding2D", ("padding",), CHANNELS_LAST),
     "Reshape": KerasLayer("Reshape", ("target_shape",), {"trainable": (True,)}),
-    "LeakyReLU": KerasLayer("LeakyReLU", ("negative_slope",), {"trainable": (True,)}),
+    "LeakyReLU": KerasLayer(
+        "LeakyReLU", ("negative_slope",), {"trainable": (True,)}, renames={"alpha": "negative_slope"}
+    ),
     "ELU": KerasLayer("ELU", ("alpha",), {"trainable": (True,)}),
     "DepthwiseConv2D": KerasLayer(
         "DepthwiseConv2D",
@@ -317,8 +322,8 @@ def _translate(class_name: str, config: dict[str, Any]) -> list[Layer]:
     kwargs: dict[str, Any] = {}
     problems: list[str] = []
     for key, value in config.items():
-        value = _plain(value)
-        if key in IGNORED or (key == "activation" and spec.activation):
+        key, value = spec.renames.get(key, key), _plain(value)
+        if key in IGNORED or key in spec.ignore or (key == "activation" and spec.activation):
             continue
         neutral = spec.neutral.get(key)
         if key in spec.args and _accepts(cls, key):
