@@ -365,3 +365,15 @@ def test_resolve_run(tmp_path):
     shutil.rmtree(root)
     with pytest.raises(FileNotFoundError, match="no runs folder"):
         resolve_run("x", root)
+
+
+def test_predict_inputs_from_folders_and_files(class_folder):
+    folder, truth = class_folder
+    x, paths = images.predict_inputs([folder / "dogs", folder / "cats" / "z.png"], (5, 4))
+    assert [p.name for p in paths] == ["a.PNG", "b.png", "z.png"]
+    np.testing.assert_array_equal(x, np.stack([truth["dogs/a.PNG"], truth["dogs/b.png"], truth["cats/z.png"]]))
+    assert images.predict_inputs(folder, (3, 3))[0].shape == (5, 3, 3, 3)
+    with pytest.raises(ValueError, match="is 4x5; the model takes 3x3"):
+        images.predict_inputs(folder, (3, 3), resize=False)
+    with pytest.raises(FileNotFoundError):
+        images.predict_inputs(folder / "nothing.png", (3, 3))

@@ -175,3 +175,45 @@ def image_folder(
             x[row] = read_image(files[i], size, color_mode)  # type: ignore[arg-type]
         out.append(Images(x, y[idx], class_names, [files[i] for i in idx]))
     return (out[0], out[1]) if subset == "both" else out[0]
+
+
+def predict_inputs(
+    paths: list[str | os.PathLike] | str | os.PathLike,
+    image_size: tuple[int, int],
+    color_mode: str = "rgb",
+    resize: bool = True,
+) -> tuple[np.ndarray, list[Path]]:
+    """uint8 (n, h, w, c) images from files and folders (a folder's images in Keras's order, hidden ones skipped).
+
+    For `xpnn predict RUN folder/`. With `resize=False` an image of another size is an error that says so.
+    """
+    if color_mode not in COLOR_MODES:
+        raise ValueError(f"color_mode must be one of {sorted(COLOR_MODES)}; got {color_mode!r}.")
+    files: list[Path] = []
+    for p in [paths] if isinstance(paths, (str, os.PathLike)) else paths:
+        path = Path(p)
+        if path.is_dir():
+            found = [f for f in _walk_images(path) if not any(s.startswith(".") for s in f.relative_to(path).parts)]
+            if not found:
+                raise ValueError(f"{path} holds no {'/'.join(FORMATS)} files.")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"image {path} does not exist.")
+    h, w = (int(s) for s in image_size)
+    if not resize:
+        Image = _pillow()
+        for file in files:
+            try:
+                with Image.open(file) as img:
+                    size = img.size
+            except OSError as exc:
+                raise ValueError(f"cannot read {file} as an image ({exc}).") from None
+            if size != (w, h):
+                raise ValueError(
+                    f"image {file} is {size[0]}x{size[1]}; the model takes {w}x{h} images. Resize it, or let "
+                    "xpnn resize it (bilinear)."
+                )
+    x = np.stack([read_image(f, (h, w), color_mode) for f in files])
+    return x, files
