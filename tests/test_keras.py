@@ -379,3 +379,52 @@ def test_table_passes_keras_options_to_the_coming_layers(monkeypatch):
     monkeypatch.setattr(L, "DepthwiseConv2D", SeparableConv2D)  # takes no dilation_rate
     with pytest.raises(ValueError, match=r"dilation_rate=\(2, 2\)"):
         xk.plan_from_config(config)
+
+
+def test_save_table_for_the_coming_layers_through_keras(tmp_path):
+    """Stand-ins carrying a Keras layer's arguments and weights are written by save_keras; Keras reads them back."""
+    pytest.importorskip("tensorflow")
+    keras = pytest.importorskip("keras")
+    import types
+
+    K = keras.layers
+    cases = [
+        (K.ZeroPadding2D(((1, 0), (2, 1))), (5, 5, 2)),
+        (K.BatchNormalization(momentum=0.9, epsilon=1e-2), (5, 5, 2)),
+        (K.DepthwiseConv2D(3, padding="same", depth_multiplier=2), (5, 5, 2)),
+        (K.SeparableConv2D(3, 2, activation="relu"), (5, 5, 2)),
+        (K.LeakyReLU(negative_slope=0.2), (5, 5, 2)),
+        (K.ELU(alpha=0.4), (5, 5, 2)),
+        (K.Dropout(0.4, seed=3), (5, 5, 2)),
+        (K.GlobalMaxPooling2D(), (5, 5, 2)),
+        (K.Reshape((10, 5)), (5, 5, 2)),
+        (K.Activation("elu"), (5, 5, 2)),
+    ]
+    rng = np.random.default_rng(0)
+    for layer, shape in cases:
+        x = rng.normal(size=(2, *shape)).astype("float32")
+        want = np.asarray(layer(x))
+        if layer.weights:
+            layer.set_weights([w + rng.uniform(0.1, 0.5, w.shape).astype("float32") for w in layer.get_weights()])
+            want = np.asarray(layer(x))
+        name = type(layer).__name__
+        keys = xk.XPNN_TO_KERAS[name][2]
+        config = {k: v for k, v in layer.get_config().items() if k in keys}
+        stand_in = type(name, (L.Layer,), {"get_config": lambda self, c=config: c})()
+        stand_in.input_shape = shape
+        stand_in.params = {str(i): w for i, w in enumerate(layer.get_weights())}
+        weights = layer.get_weights()
+        model = types.SimpleNamespace(
+            layers=[stand_in],
+            dtype=np.dtype("float32"),
+            input_shape=shape,
+            _require_built=lambda: None,
+            get_weights=lambda w=weights: w,
+        )
+        path = tmp_path / f"{name}.keras"
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr("config.json", json.dumps(xk.keras_config(model)))
+            zf.writestr("metadata.json", "{}")
+            zf.writestr("model.weights.h5", xk.keras_weights_h5(model))
+        got = np.asarray(keras.models.load_model(path)(x))
+        assert_rel(got, want, 1e-6)
