@@ -428,3 +428,28 @@ def test_save_table_for_the_coming_layers_through_keras(tmp_path):
             zf.writestr("model.weights.h5", xk.keras_weights_h5(model))
         got = np.asarray(keras.models.load_model(path)(x))
         assert_rel(got, want, 1e-6)
+
+
+def test_keras2_style_h5(tmp_path):
+    """tf.keras 2.x files: batch_input_shape on the first layer, plain dtype strings, weights named 'kernel:0'."""
+    path = tmp_path / "keras2.h5"
+    path.write_bytes((FIXTURES / "keras_basic_float64.h5").read_bytes())
+    with h5py.File(path, "r+") as f:
+        config = json.loads(f.attrs["model_config"])
+        entries = config["config"]["layers"]
+        first = entries.pop(0)
+        for entry in entries:
+            entry["config"]["dtype"] = "float64"
+        entries[0]["config"]["batch_input_shape"] = first["config"]["batch_shape"]
+        f.attrs["model_config"] = json.dumps(config)
+        for name in f["model_weights"].attrs["layer_names"]:
+            group = f["model_weights"][name]
+            new_names = []
+            for old in group.attrs["weight_names"]:
+                old = old.decode() if isinstance(old, bytes) else str(old)
+                new = f"{name}/{old.rsplit('/', 1)[1]}:0"
+                group.move(old, new)
+                new_names.append(new.encode())
+            group.attrs["weight_names"] = new_names
+    x, y = outputs("basic_float64.h5")
+    assert_rel(xk.load_model(path).predict(x), y, RTOL["float64"])
