@@ -23,6 +23,7 @@ are checked against the architecture before reading, and nothing is ever unpickl
 from __future__ import annotations
 
 import datetime
+import difflib
 import inspect
 import io
 import json
@@ -284,6 +285,13 @@ def _activation_name(value: Any) -> str | None:
     return repr(value)
 
 
+def _show(value: Any) -> str:
+    """A config value for an error: a serialized Keras object by its class and config, others by repr."""
+    if isinstance(value, dict) and "class_name" in value:
+        return f"{value['class_name']}({value.get('config') or ''})"
+    return repr(value)
+
+
 def _xpnn_class(name: str) -> type | None:
     cls = getattr(xpnn_layers, name, None)
     return cls if isinstance(cls, type) and issubclass(cls, Layer) else None
@@ -331,9 +339,9 @@ def _translate(class_name: str, config: dict[str, Any]) -> list[Layer]:
                 kwargs[key] = value
         elif neutral is not None:
             if value not in neutral:
-                problems.append(f"{key}={value!r}")
+                problems.append(f"{key}={_show(value)}")
         elif value is not None and (key in spec.args or value is not False):
-            problems.append(f"{key}={value!r}")  # else an option left off (kernel_constraint=None, lora_rank=None)
+            problems.append(f"{key}={_show(value)}")  # else an option left off (kernel_constraint=None, lora_rank=None)
     after: list[Layer] = []
     if spec.activation:
         name = _activation_name(config.get("activation"))
@@ -375,6 +383,7 @@ def plan_from_config(config: dict[str, Any]) -> Plan:
     unknown = False
     for i, entry in enumerate(entries):
         class_name = str(entry.get("class_name")) if isinstance(entry, dict) else repr(entry)
+        class_name = KERAS_ALIASES.get(class_name, class_name)  # the class Keras builds names its weights' group
         cfg = entry.get("config", {}) if isinstance(entry, dict) else {}
         if not isinstance(cfg, dict):
             problems.append(f"layer {i} ({class_name}): config is not a JSON object")
@@ -393,7 +402,8 @@ def plan_from_config(config: dict[str, Any]) -> Plan:
         try:
             made = _translate(class_name, cfg)
         except LookupError:
-            problems.append(f"{label}: unknown layer")
+            close = difflib.get_close_matches(class_name, list(KERAS_LAYERS), n=1)
+            problems.append(f"{label}: unknown layer" + (f" (did you mean {close[0]}?)" if close else ""))
             unknown = True
             continue
         except (ValueError, TypeError) as exc:
