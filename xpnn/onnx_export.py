@@ -233,6 +233,10 @@ def _batch_norm(g: Graph, layer: Layer) -> None:
     gamma = ws.pop(0) if cfg.get("scale", True) else np.ones(c)
     beta = ws.pop(0) if cfg.get("center", True) else np.zeros(c)
     mean, var = ws
+    if len(layer.input_shape) not in (1, 3):
+        raise ValueError(
+            f"BatchNormalization on per-sample shape {layer.input_shape} is exported for (c,) or (h, w, c)"
+        )
     g.nchw()  # channels on axis 1; a 2-D (n, c) input already has them there
     names = [g.const(k, v) for k, v in (("gamma", gamma), ("beta", beta), ("mean", mean), ("var", var))]
     g.node("BatchNormalization", [g.current, *names], epsilon=float(cfg.get("epsilon", 1e-3)))
