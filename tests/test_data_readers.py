@@ -267,6 +267,7 @@ def test_detect_each_kind(tmp_path, digits, class_folder):
     assert kind == "image_folder" and "5 images, 2 classes" in text
     data = load_data(folder, validation_split=0.4, seed=0)
     assert len(data.train[0]) == 3 and len(data.test[0]) == 2 and data.class_names == ["cats", "dogs"]
+    assert data.kind == "image_folder"
     again = load_data(**data.spec)
     np.testing.assert_array_equal(again.test[0], data.test[0])
     empty = tmp_path / "empty"

@@ -32,6 +32,7 @@ IDX_NAMES = {
 class Data:
     """Train and test arrays, the class names, how to load them again (`spec`) and a one-line description."""
 
+    kind: str
     train: tuple[np.ndarray, np.ndarray]
     test: tuple[np.ndarray, np.ndarray]
     class_names: list[str]
@@ -148,4 +149,4 @@ def load_data(
             tr, te = image_folder(folder, size, color_mode, _label_mode(folder), validation_split, "both", seed)  # type: ignore[misc]
         train, test, names = (tr.x, tr.y), (te.x, te.y), tr.class_names
         description += f"; {len(train[0])} train / {len(test[0])} test images at {size[0]}x{size[1]}"
-    return Data(train, test, names, spec, description)
+    return Data(kind, train, test, names, spec, description)
