@@ -38,12 +38,19 @@ import h5py
 import numpy as np
 
 from xpnn import layers as xpnn_layers
+from xpnn import model as model_module
 from xpnn.h5safe import check_tree, read_dataset
 from xpnn.io import atomic_write
 from xpnn.layers.base import Layer
-from xpnn.model import Sequential
 
 PathLike = str | os.PathLike
+Sequential = Any  # xpnn.model's model class (Sequential on this branch, Model after the floors split)
+
+
+def default_model_class() -> type:
+    """The class load_model builds when given none: xpnn.model's Sequential (or its Model)."""
+    return getattr(model_module, "Sequential", None) or model_module.Model
+
 
 MAX_CONFIG_BYTES = 16 << 20  # config.json, and a legacy file's model_config attribute
 MAX_ARCHIVE_BYTES = 4 << 30  # all members of a .keras archive, uncompressed
@@ -431,7 +438,7 @@ def plan_from_config(config: dict[str, Any]) -> Plan:
 
 def _assemble(plan: Plan, cls: type | None, dtype: str | None, read_layer: Any, where: str) -> Sequential:
     """Build the model and set each Keras layer's weights on its xpnn owner (shapes checked before reading)."""
-    model = (cls or Sequential)(plan.layers, dtype=dtype or plan.dtype)
+    model = (cls or default_model_class())(plan.layers, dtype=dtype or plan.dtype)
     try:
         model.build(plan.input_shape, seed=0)
     except ValueError as exc:

@@ -21,7 +21,8 @@ import numpy as np
 from xpnn.io import atomic_write
 from xpnn.layers.base import Layer
 from xpnn.layers.padding import normalize_padding, pads_1d
-from xpnn.model import Sequential
+
+Sequential = Any  # a built xpnn model (xpnn.model's Sequential or Model)
 
 DEFAULT_OPSET = 17
 TO_NCHW, TO_NHWC = [0, 3, 1, 2], [0, 2, 3, 1]
