@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from xpnn import layers as L
-from xpnn.layers.base import Layer
 from xpnn import model as model_module
+from xpnn.layers.base import Layer
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
