@@ -454,3 +454,29 @@ def test_keras2_style_h5(tmp_path):
             group.attrs["weight_names"] = new_names
     x, y = outputs("basic_float64.h5")
     assert_rel(xk.load_model(path).predict(x), y, RTOL["float64"])
+
+
+PER_LAYER = {
+    "conv_same_stride2": ([L.Conv2D(3, 4, strides=2, padding="same")], (9, 11, 2)),
+    "conv_valid_no_bias": ([L.Conv2D(4, (2, 3), strides=(1, 2), use_bias=False)], (7, 8, 3)),
+    "maxpool_same": ([L.MaxPool2D(3, strides=2, padding="same")], (8, 9, 3)),
+    "avgpool_same": ([L.AvgPool2D(3, strides=2, padding="same")], (8, 7, 2)),
+    "relu": ([L.ReLU()], (4, 4, 2)),
+    "sigmoid": ([L.Sigmoid()], (4, 4, 2)),
+    "tanh": ([L.Tanh()], (4, 4, 2)),
+    "softmax": ([L.Softmax()], (4, 4, 2)),
+    "flatten_dense": ([L.Flatten(), L.Dense(5)], (3, 4, 2)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PER_LAYER))
+def test_each_layer_type_round_trips_through_keras(tmp_path, case):
+    pytest.importorskip("tensorflow")
+    keras = pytest.importorskip("keras")
+    layers, shape = PER_LAYER[case]
+    model = Sequential(layers, dtype="float64").build(shape, seed=4)
+    x = np.random.default_rng(2).normal(size=(3, *shape))
+    theirs = keras.models.load_model(xk.save_keras(model, tmp_path / "x.keras"))
+    assert_rel(np.asarray(theirs(x)), model.predict(x), RTOL["float64"])
+    theirs.save(tmp_path / "k.keras")
+    assert_rel(xk.load_model(tmp_path / "k.keras").predict(x), model.predict(x), RTOL["float64"])
