@@ -378,3 +378,20 @@ def test_predict_inputs_from_folders_and_files(class_folder):
         images.predict_inputs(folder, (3, 3), resize=False)
     with pytest.raises(FileNotFoundError):
         images.predict_inputs(folder / "nothing.png", (3, 3))
+
+
+def test_a_keras_pydataset_is_a_batch_source():
+    pytest.importorskip("tensorflow")
+    keras = pytest.importorskip("keras")
+
+    class Theirs(keras.utils.PyDataset):
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            return np.full((2, 1), float(i)), np.array([i, i])
+
+    source = Theirs()
+    assert sources.is_batch_source(source)
+    got = [int(y[0]) for _, y in sources.iter_batches(source, np.random.default_rng(1), shuffle=True)]
+    assert got == list(np.random.default_rng(1).permutation(3))
