@@ -60,3 +60,43 @@ def test_stop_training_from_a_callback_ends_after_the_batch(data):
     steps.clear()
     h = reference_model(seed=1).fit(x, y, epochs=4, batch_size=8, verbose=0, callbacks=[StopAtStep3()])
     assert steps == [1, 2, 3] and h.epoch == [1]  # stopped mid-epoch: the epoch's logs cover the 24 samples seen
+
+
+class Batches(xpnn.datasets.PyDataset):
+    """The first n samples in batches of 16, in order (a stand-in for data read from disk batch by batch)."""
+
+    def __init__(self, x, y, size=16):
+        self.x, self.y, self.size = x, y, size
+
+    def __len__(self):
+        return -(-len(self.x) // self.size)
+
+    def __getitem__(self, i):
+        return self.x[i * self.size : (i + 1) * self.size], self.y[i * self.size : (i + 1) * self.size]
+
+
+def test_a_batch_source_trains_as_the_same_batches_from_arrays(data):
+    """Issue 17: fit/evaluate/predict read a PyDataset or a generator batch by batch; same batches, same run."""
+    (x, y), (xt, yt) = data
+    kwargs = {"epochs": 2, "optimizer": "adam", "verbose": 0, "shuffle": "sequential"}
+    arrays = reference_model("float64", seed=1)
+    h_arrays = arrays.fit(x, y, batch_size=16, validation_data=(xt, yt), **kwargs)
+    source = reference_model("float64", seed=1)
+    h_source = source.fit(Batches(x, y), validation_data=Batches(xt, yt), **kwargs)
+    assert h_source.history == {**h_arrays.history, "seconds": h_source.history["seconds"]}
+    for u, v in zip(arrays.get_weights(), source.get_weights()):
+        np.testing.assert_array_equal(u, v)
+
+    def forever():
+        while True:
+            yield from (Batches(x, y)[i] for i in range(3))
+
+    gen = reference_model("float64", seed=1)
+    h_gen = gen.fit(forever(), steps_per_epoch=3, **kwargs)
+    assert h_gen.history["loss"] == h_arrays.history["loss"]
+    np.testing.assert_array_equal(source.predict(Batches(xt, yt)), source.predict(xt))
+    assert source.evaluate(Batches(xt, yt))["loss"] == pytest.approx(source.evaluate(xt, yt)["loss"], rel=1e-12)
+    with pytest.raises(ValueError, match="sample_weight and class_weight need"):
+        gen.fit(Batches(x, y), sample_weight=np.ones(len(x)), verbose=0)
+    with pytest.raises(ValueError, match="fit needs labels y with arrays x"):
+        gen.fit(x, verbose=0)

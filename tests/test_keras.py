@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 import pytest
 
-import xpnn.keras as xk
+import xpnn.keras_format as xk
 from xpnn import layers as L
 from xpnn import model as model_module
 
@@ -480,3 +480,19 @@ def test_each_layer_type_round_trips_through_keras(tmp_path, case):
     assert_rel(np.asarray(theirs(x)), model.predict(x), RTOL["float64"])
     theirs.save(tmp_path / "k.keras")
     assert_rel(xk.load_model(tmp_path / "k.keras").predict(x), model.predict(x), RTOL["float64"])
+
+
+def test_public_keras_load_gives_a_sequential_that_trains_and_save_dispatches(tmp_path):
+    """xpnn.keras.load_model and xpnn.load_model read Keras files into an xpnn.Sequential; save(".keras") writes one."""
+    import xpnn.keras
+
+    model = xpnn.Sequential([xpnn.Flatten(), xpnn.Dense(3)], dtype="float32").build((4, 4, 1), seed=1)
+    model.save(tmp_path / "m.keras")
+    for loaded in (xpnn.keras.load_model(tmp_path / "m.keras"), xpnn.load_model(tmp_path / "m.keras")):
+        assert isinstance(loaded, xpnn.Sequential)
+        for u, v in zip(loaded.get_weights(), model.get_weights()):
+            np.testing.assert_array_equal(u, v)
+    x = np.random.default_rng(0).random((8, 4, 4, 1))
+    loaded.fit(x, np.arange(8) % 3, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="is a folder; save to a file inside it"):
+        model.save(tmp_path)

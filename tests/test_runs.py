@@ -182,7 +182,7 @@ def test_cli_resume_of_an_edited_run_is_refused(tmp_path, capsys):
         capsys.readouterr().err
     )
     assert cli.main(["train", "--resume", str(tmp_path)]) == 2
-    assert "is not a run folder (it has no config.json)" in capsys.readouterr().err
+    assert "is a folder but not a run folder (no config.json)" in capsys.readouterr().err
 
 
 def test_cli_resume_with_more_epochs_extends_the_run_exactly(tmp_path):
@@ -434,8 +434,8 @@ def test_bad_command_lines(tmp_path, capsys):
             "^xpnn train: error: no SIGNS data at --data .*nosigns: [^\\n]*--embedded[^\\n]*\\n$",  # one line
         ),
         (["train", "--backend", "tpu", "--embedded"], "unknown backend 'tpu'"),
-        (["train", "--resume", str(tmp_path / "nope")], "no run folder at .*nope; list runs with `xpnn runs`"),
-        (["evaluate", str(tmp_path)], "is not a run folder"),
+        (["train", "--resume", str(tmp_path / "nope")], "no run folder at .*nope"),
+        (["evaluate", str(tmp_path)], "not a run folder"),
         (["runs", "--run-dir", str(tmp_path / "none")], "no runs folder at .*none; train with"),
     ]
     for argv, message in cases:
@@ -585,3 +585,28 @@ def test_a_run_folder_is_held_by_one_process_and_a_killed_run_shows_interrupted(
         assert code != 0 and f"run {folder.name} is in use by process {os.getpid()}" in err
     assert finish(xpnn_cmd("train", "--resume", str(folder), "-q"))[0] == 0
     assert json.loads((folder / "status.json").read_text())["status"] == "finished"
+
+
+def test_cli_trains_on_an_image_folder_and_predicts_a_folder_by_run_id(tmp_path, capsys, monkeypatch):
+    """Issue 17: `xpnn train --data FOLDER` detects an image folder (said on the first line); predict takes a folder
+    and a bare run id."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 12), ("test", 4)):
+        for label in ("cat", "dog"):
+            folder = tmp_path / "pets" / split / label
+            folder.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    monkeypatch.chdir(tmp_path)
+    argv = ["train", "--data", str(tmp_path / "pets"), "--epochs", "1", "--batch-size", "8", "--no-plot"]
+    assert cli.main(argv) == 0
+    err = capsys.readouterr().err
+    assert err.splitlines()[0].startswith(f"data: image folder {tmp_path / 'pets'}: train/ 24 images, test/ 8 images")
+    run = only_run(tmp_path / "runs")
+    assert json.loads((run / "config.json").read_text())["data"]["source"] == "image_folder"
+    assert cli.main(["predict", run.name, str(tmp_path / "pets" / "test" / "cat")]) == 0
+    assert capsys.readouterr().out.count("class ") == 4
+    assert cli.main(["evaluate", run.name]) == 0
+    assert "test   loss" in capsys.readouterr().out

@@ -15,16 +15,19 @@ from typing import Any
 
 import numpy as np
 
-from xpnn import io
+from xpnn import io, keras_format
 from xpnn.data.batches import check_shuffle
+from xpnn.data.sources import as_source, is_batch_source, is_indexed
 from xpnn.distributed.parallel import DataParallel, as_data_parallel
+from xpnn.inputs import input_shape_from
+from xpnn.keras_format import is_keras_file, save_keras
 from xpnn.losses import Loss, double_softmax_warning, get_loss
 from xpnn.metrics import Metric
 from xpnn.model import Model
 from xpnn.optimizers import Optimizer, get_optimizer
 from xpnn.trace import TraceRecorder, tracing
 from xpnn.training.checkpoint import BackupAndRestore
-from xpnn.training.loop import Callback, FitSettings, History, TrainState, train_epochs
+from xpnn.training.loop import ArrayFeed, Callback, FitSettings, History, SourceFeed, TrainState, train_epochs
 from xpnn.training.progress import progress_callbacks
 from xpnn.training.run_folder import RunDir, run_callbacks
 
@@ -123,7 +126,7 @@ class Sequential(Model):
     def fit(
         self,
         x: Any,
-        y: Any,
+        y: Any = None,
         epochs: int = 1,
         batch_size: int = 64,
         optimizer: str | Optimizer | None = None,
@@ -144,6 +147,7 @@ class Sequential(Model):
         metrics: Sequence[str | Metric] | None = None,
         class_weight: Mapping[int, float] | None = None,
         sample_weight: Any = None,
+        steps_per_epoch: int | None = None,
     ) -> History:
         """Train for `epochs` over minibatches of `batch_size`; per-epoch loss/accuracy (and val_*) in History.
 
@@ -167,6 +171,11 @@ class Sequential(Model):
         per epoch, `val_*` too; `sample_weight` (n,) and `class_weight` {class: weight} weigh each sample's
         loss and metrics, multiplied, as Keras. Each `seed` keeps one batch-order stream per model: calling
         `fit(epochs=1)` five times draws the same orders as `fit(epochs=5)`, not the first epoch's order five times.
+
+        `x` may be a batch source for data larger than memory (Keras's habit): an `xpnn.datasets.PyDataset`
+        (`__len__`, `__getitem__(i) -> (x, y)`; exact and resumable: its order comes from the seed), or a
+        generator of (x, y) batches with `steps_per_epoch` (y left out); batches are checked and moved to the
+        device in a background thread while the previous one trains. `validation_data` may be a source too.
         """
         epochs, batch_size = _count("epochs", epochs, 0), _count("batch_size", batch_size, 1)
         initial_epoch = _count("initial_epoch", initial_epoch, 0)
@@ -174,20 +183,20 @@ class Sequential(Model):
             if sample_weight is not None:
                 sample_weight = np.asarray(sample_weight)[: int(len(x) * (1 - float(validation_split)))]
             x, y, validation_data = split_validation(x, y, validation_split)
-        opt, loss_fn = self._resolve(optimizer, loss)
         strategy = None if distributed is False else as_data_parallel(distributed)
         if strategy is not None:  # join the world (and, on CuPy, pick this rank's GPU) before any data moves
             strategy.check_placement(self)
-        settings = FitSettings(epochs, batch_size, check_shuffle(shuffle), seed, opt, loss_fn, x, y,
-                               validation_data, verbose)  # fmt: skip
-        xb, yb = self._prepare(x, y, seed)
-        weights = self.sample_weights(y, len(xb), sample_weight, class_weight)
-        val = None
-        if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError("validation_data must be a pair (x_val, y_val).")
+        feed = self._feed(x, y, batch_size, check_shuffle(shuffle), seed, sample_weight, class_weight, steps_per_epoch)
+        opt, loss_fn = self._resolve(optimizer, loss)
+        settings = FitSettings(epochs, batch_size, feed.shuffle, seed, opt, loss_fn, x, y, validation_data, verbose)
+        val = validation_data
+        if isinstance(validation_data, (tuple, list)):
+            if len(validation_data) != 2:
+                raise ValueError("validation_data must be a pair (x_val, y_val) or a batch source.")
             val = self._prepare(*validation_data)
-        parts, loop_verbose = progress_callbacks(verbose, epochs, -(-len(xb) // batch_size))
+        elif val is not None and not is_batch_source(val):
+            raise ValueError("validation_data must be a pair (x_val, y_val) or a batch source.")
+        parts, loop_verbose = progress_callbacks(verbose, epochs, feed.steps())
         if run_dir is not None:
             parts += run_callbacks(run_dir, resume, verbose)
         elif resume:
@@ -199,20 +208,69 @@ class Sequential(Model):
         try:
             with tracing(trace) as recorder:
                 parts += [recorder] if recorder is not None else []
-                return train_epochs(self, xb, yb, epochs, batch_size, opt, loss_fn, settings.shuffle, state, val,
+                return train_epochs(self, feed, None, epochs, batch_size, opt, loss_fn, feed.shuffle, state, val,
                                     [*(callbacks or ()), *parts], loop_verbose, strategy,
-                                    self.metrics_for(loss_fn, metrics), weights)  # fmt: skip
+                                    self.metrics_for(loss_fn, metrics))  # fmt: skip
         finally:
             self._order_rngs[seed] = state.rng  # the next fit with this seed continues the stream
 
+    def _feed(
+        self, x: Any, y: Any, batch_size: int, shuffle: str, seed: Any, sample_weight: Any, class_weight: Any,
+        steps_per_epoch: int | None,
+    ) -> ArrayFeed | SourceFeed:  # fmt: skip
+        """fit's data as the loop takes it: arrays checked and moved to the device once, or a batch source."""
+        if not is_batch_source(x) and steps_per_epoch is None:
+            if y is None:
+                raise ValueError("fit needs labels y with arrays x: fit(x, y, ...); a batch source brings its own.")
+            xb, yb = self._prepare(x, y, seed)
+            return ArrayFeed(xb, yb, batch_size, shuffle, self.sample_weights(y, len(xb), sample_weight, class_weight))
+        source = as_source(x, steps_per_epoch)
+        if sample_weight is not None or class_weight is not None:
+            raise ValueError("a batch source weighs nothing: sample_weight and class_weight need (x, y) arrays.")
+        if not self.built:
+            if not is_indexed(source):
+                raise ValueError(
+                    "the model is not built and a generator cannot be peeked at without losing a batch: call "
+                    "model.build(input_shape=...) first, or pass a PyDataset."
+                )
+            self.build(input_shape_from(source[0][0], self.layers), seed=seed)
+        return SourceFeed(source, lambda xh, yh: self._prepare(xh, yh), shuffle)
+
     # ---- files ----------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, optimizer: Optimizer | None = None) -> None:
-        """Write the model (architecture, weights, dtype, optimizer state) to an HDF5 file atomically (xpnn.io)."""
-        io.save_model(self, path, optimizer)
+        """Write the model (architecture, weights, dtype, optimizer state) to an HDF5 file atomically (xpnn.io).
+
+        A `.keras` path writes a Keras 3 archive instead (`to_keras`: layers and weights, no optimizer state);
+        a folder is refused (Keras's `model.save` takes a file).
+        """
+        target = Path(path)
+        if target.is_dir():
+            raise ValueError(f"{target} is a folder; save to a file inside it, e.g. {target / 'model.h5'}.")
+        if target.suffix == ".keras":
+            self.to_keras(target)
+            return
+        io.save_model(self, target, optimizer)
+
+    def to_keras(self, path: str | os.PathLike) -> Path:
+        """A `.keras` archive that Keras 3's `keras.models.load_model` reads, same predictions (`xpnn.keras_format`)."""
+        return save_keras(self, path)
+
+    def to_onnx(self, path: str | os.PathLike, opset: int = 17, dtype: str | None = None) -> Path:
+        """An ONNX graph of the model (NHWC input as here), for onnxruntime and friends; needs the `onnx` extra."""
+        from xpnn.onnx_export import export_onnx  # imports the optional onnx package only when asked
+
+        return export_onnx(self, path, opset=opset, dtype=dtype)
 
 
 def load_model(path: str | os.PathLike | Path) -> Sequential:
-    """The model saved at `path` as a `Sequential`, compiled with its saved optimizer (state included)."""
-    model = io.load_model(path, cls=Sequential)
+    """The model saved at `path` as a `Sequential` (Keras's `keras.models.load_model`).
+
+    An xpnn file comes back compiled with its saved optimizer (state included); a Keras `.keras` archive or a
+    legacy Keras `.h5` model file is read by `xpnn.keras_format` (layers and weights).
+    """
+    if is_keras_file(path):
+        model = keras_format.load_model(path, Sequential)
+    else:
+        model = io.load_model(path, cls=Sequential)
     assert isinstance(model, Sequential)
     return model

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from xpnn.errors import DivergedError
+from xpnn.run_paths import resolve_run
 
 DEFAULT_RUN_DIR = "runs"
 # every key a config file may hold, with its type and default (None: decided later)
@@ -129,7 +130,7 @@ def settings_from_run_config(config: dict[str, Any]) -> dict[str, Any]:
     }
     if data.get("source") == "embedded":
         out.update(embedded=True, n_train=data["n_train"], n_test=data["n_test"])
-    elif data.get("source") == "signs":
+    elif data.get("source") in ("signs", "image_folder", "idx", "cifar10"):
         out["data"] = data["path"]
     else:
         raise CLIError(
@@ -145,14 +146,25 @@ def load_data(settings: dict[str, Any], say: Any = print) -> tuple[tuple, tuple,
     """(x, y), (x_test, y_test) and how to load them again: SIGNS, or the embedded set when asked or absent."""
     from xpnn import datasets
 
+    if not settings["embedded"] and settings["data"] is not None:
+        try:
+            folder = datasets.locate_signs(settings["data"])
+        except FileNotFoundError as no_signs:  # not SIGNS: an image folder, IDX files or CIFAR-10?
+            try:
+                d = datasets.load_data(settings["data"])
+            except (FileNotFoundError, ValueError) as exc:
+                raise CLIError(f"{no_signs} Nor is it an image folder, IDX or CIFAR-10 folder: {exc}") from None
+            say(f"data: {d.description}")
+            return d.train, d.test, {"source": d.kind, **d.spec}
+        say(f"data: SIGNS from {folder}")
+        train, test = datasets.load_signs(folder)
+        return train, test, {"source": "signs", "path": str(folder.resolve())}
     if not settings["embedded"]:
-        folder = datasets.locate_signs(settings["data"])  # a named place without SIGNS is an error
+        folder = datasets.locate_signs(None)
         if folder is not None:
             say(f"data: SIGNS from {folder}")
             train, test = datasets.load_signs(folder)
             return train, test, {"source": "signs", "path": str(folder.resolve())}
-        if settings["data"] is not None:
-            datasets.load_signs(settings["data"])  # raises FileNotFoundError naming the folders it tried
         say("data: SIGNS not found (set XPNN_DATA or --data): using the EMBEDDED synthetic hand-sign set instead.")
     else:
         say("data: the embedded synthetic hand-sign set (--embedded)")
@@ -169,6 +181,13 @@ def data_from_run(config: dict[str, Any], say: Any = print) -> tuple[tuple, tupl
         settings = {"embedded": False, "data": data["path"]}
     elif source == "embedded":
         settings = {"embedded": True, "n_train": data["n_train"], "n_test": data["n_test"]}
+    elif source in ("image_folder", "idx", "cifar10"):
+        from xpnn import datasets
+
+        spec = {k: v for k, v in data.items() if k in ("path", "image_size", "color_mode", "validation_split", "seed")}
+        d = datasets.load_data(**spec)
+        say(f"data: {d.description}")
+        return d.train, d.test, {"source": d.kind, **d.spec}
     else:
         raise CLIError(
             "this run was started from Python with its own arrays, so the CLI cannot load its data; "
@@ -215,6 +234,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f"--resume takes every setting but --epochs from the run's config.json; drop {flags} "
                 "(start a new run to change settings)."
             )
+        args.resume = str(resolve_run(args.resume, DEFAULT_RUN_DIR))
         config = read_config(args.resume)
         settings = {k: d for k, (_, d) in SETTINGS.items()}
         settings.update(check_settings(settings_from_run_config(config), f"{args.resume}/config.json"))
@@ -297,6 +317,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from xpnn.backends import set_backend
 
     set_backend(_env_backend())
+    args.run = str(resolve_run(args.run, DEFAULT_RUN_DIR))
     model, config = _run_model(args.run)
     train, test, _ = data_from_run(config, lambda *a: print(*a, file=sys.stderr))
     figures = evaluate_run(model, Path(args.run), train, test)
@@ -341,8 +362,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from xpnn.backends import set_backend
 
     set_backend(_env_backend())
+    args.run = str(resolve_run(args.run, DEFAULT_RUN_DIR))
     model, _ = _run_model(args.run)
-    images = np.stack([read_image(p, model.input_shape, args.resize) for p in args.images])
+    if any(Path(p).is_dir() for p in args.images):  # a folder: its images in Keras's order
+        from xpnn.data.images import predict_inputs
+
+        images, files = predict_inputs(args.images, tuple(model.input_shape[:2]), resize=args.resize)
+        args.images = [str(f) for f in files]
+    else:
+        images = np.stack([read_image(p, model.input_shape, args.resize) for p in args.images])
     logits = model.predict(images).astype(np.float64)
     probs = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs /= probs.sum(axis=1, keepdims=True)

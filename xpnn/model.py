@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from xpnn.backends import get_backend
+from xpnn.data.sources import is_batch_source, iter_batches
 from xpnn.data.weights import sample_weights
 from xpnn.errors import DivergedError
 from xpnn.inputs import (
@@ -291,8 +292,15 @@ class Model:
     def predict(self, x: Any, batch_size: int | None = None, verbose: int = 0) -> np.ndarray:
         """Outputs (logits) for `x` as a host array, in inference mode, in chunks of `batch_size` (default 256).
 
-        `verbose` is accepted for Keras's habit; predict prints nothing.
+        `verbose` is accepted for Keras's habit; predict prints nothing. `x` may be a batch source
+        (`xpnn.datasets.PyDataset`, or a generator with `steps`... see `xpnn.data.sources`): read in order.
         """
+        if is_batch_source(x):
+            self._require_built()
+            backend = get_backend()
+            rng = np.random.default_rng(0)
+            outs = [self.forward(self._prepare(xh, None)[0])[0] for xh, _ in iter_batches(x, rng, need_y=False)]
+            return backend.to_host(backend.xp.concatenate(outs))
         xb, _ = self._prepare(x, None)
         chunk = PREDICT_CHUNK if batch_size is None else _positive_int("batch_size", batch_size)
         backend = get_backend()
@@ -304,7 +312,7 @@ class Model:
     def evaluate(
         self,
         x: Any,
-        y: Any,
+        y: Any = None,
         loss: str | Loss | None = None,
         batch_size: int | None = None,
         sample_weight: Any = None,
@@ -317,6 +325,10 @@ class Model:
         `sample_weight` weighs each sample's loss and metrics as Keras does.
         """
         loss_fn = self._default_loss(loss)
+        if is_batch_source(x):
+            return self._evaluate_source(x, loss_fn, self.metrics_for(loss_fn, metrics))
+        if y is None:
+            raise ValueError("evaluate needs labels y with arrays x: evaluate(x, y); a batch source brings its own.")
         xb, yb = self._prepare(x, y)
         sw = self.sample_weights(y, len(xb), sample_weight)
         result = self.evaluate_prepared(
@@ -325,6 +337,21 @@ class Model:
         if verbose:
             print("  ".join(f"{k} {v:.4f}" for k, v in result.items()), flush=True)
         return result
+
+    def _evaluate_source(self, source: Any, loss_fn: Loss, metrics: list[Metric]) -> dict[str, float]:
+        """`evaluate` over a batch source, read in order; the loss is the sample-weighted mean over batches."""
+        self._require_built()
+        for m in metrics:
+            m.reset()
+        total, n = 0.0, 0
+        for xh, yh in iter_batches(source, np.random.default_rng(0)):
+            xb, yb = self._prepare(xh, yh)
+            logits = self.forward(xb)[0]
+            cost, _ = loss_fn(logits, yb)
+            total, n = total + cost * len(xb), n + len(xb)
+            for m in metrics:
+                m.update(logits, yb)
+        return {"loss": float(total) / n, **{m.name: m.result() for m in metrics}}
 
     def sample_weights(self, y: Any, n: int, sample_weight: Any = None, class_weight: Any = None) -> Array | None:
         """Keras's per-sample weights (`sample_weight` × `class_weight[label]`) on the backend, or None."""

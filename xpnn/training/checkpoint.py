@@ -21,6 +21,7 @@ import numpy as np
 
 from xpnn.backends import get_backend
 from xpnn.checkpoint_schema import check_counter, check_history, parse_json_attr, rng_from_state
+from xpnn.data.sources import is_batch_source
 from xpnn.io import layer_configs, open_model_file, optimizer_config, read_model, write_h5, write_model
 from xpnn.losses import loss_config
 from xpnn.model import Model
@@ -41,9 +42,11 @@ def fingerprint(arr: Any) -> dict[str, Any]:
 def run_config(model: Model, settings: FitSettings, data: dict[str, Any] | None = None) -> dict[str, Any]:
     """What defines a run (config.json; a checkpoint keeps it too): model, optimizer, loss, fit settings, data."""
     data = dict(data or {})
-    if settings.x is not None:
+    if is_batch_source(settings.x):  # a source is named, not hashed: its batches are read as training goes
+        data["train"] = {"source": type(settings.x).__name__, "batches": len(settings.x)}
+    elif settings.x is not None:
         data["train"] = {"x": fingerprint(settings.x), "y": fingerprint(settings.y)}
-    if settings.validation_data is not None:
+    if settings.validation_data is not None and not is_batch_source(settings.validation_data):
         vx, vy = settings.validation_data
         data["validation"] = {"x": fingerprint(vx), "y": fingerprint(vy)}
     return {

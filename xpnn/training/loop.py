@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,7 @@ import numpy as np
 
 from xpnn.backends import get_backend
 from xpnn.data.batches import epoch_batches
+from xpnn.data.sources import end_epoch, iter_batches, prefetch
 from xpnn.errors import DivergedError
 from xpnn.losses import Loss
 from xpnn.metrics import Metric
@@ -164,6 +166,50 @@ class Snapshot:
         optimizer.set_state(self.optimizer)
 
 
+class ArrayFeed:
+    """An epoch's batches from prepared backend arrays: one upload of the epoch's order, sliced per step."""
+
+    def __init__(self, x: Array, y: Array, batch_size: int, shuffle: str, sample_weight: Array | None = None) -> None:
+        self.x, self.y, self.batch_size, self.shuffle, self.sample_weight = x, y, batch_size, shuffle, sample_weight
+
+    def steps(self) -> int:
+        """Steps per epoch."""
+        return -(-len(self.x) // self.batch_size)
+
+    def batches(self, rng: np.random.Generator, strategy: Strategy) -> Iterator[tuple[Any, Array, Array, Any, int]]:
+        """(this process's indices, x, y, sample weights or None, the whole batch's size) per step."""
+        backend = get_backend()
+        batches = epoch_batches(len(self.x), self.batch_size, self.shuffle, rng)
+        order = None if strategy.shards else backend.asarray(np.concatenate(batches))
+        start = 0
+        for idx in batches:
+            mine = strategy.shard(idx)
+            idx_b = backend.asarray(mine) if order is None else order[start : start + len(idx)]
+            start += len(idx)
+            sw = None if self.sample_weight is None else self.sample_weight[idx_b]
+            yield mine, self.x[idx_b], self.y[idx_b], sw, len(idx)
+
+
+class SourceFeed:
+    """An epoch's batches from a batch source (`xpnn.data.sources`: a PyDataset or a generator), each checked
+    and uploaded by `prepare` in a background thread while the previous step trains."""
+
+    def __init__(self, source: Any, prepare: Callable[[Any, Any], tuple[Array, Array]], shuffle: str) -> None:
+        self.source, self.prepare, self.shuffle = source, prepare, shuffle
+
+    def steps(self) -> int:
+        """Steps per epoch: the source's batches."""
+        return len(self.source)
+
+    def batches(self, rng: np.random.Generator, strategy: Strategy) -> Iterator[tuple[Any, Array, Array, Any, int]]:
+        if strategy.shards:
+            raise ValueError("distributed training takes arrays, not a batch source; pass (x, y) arrays.")
+        host = iter_batches(self.source, rng, shuffle=self.shuffle == "random")
+        for xb, yb in prefetch(host, lambda batch: self.prepare(*batch)):
+            yield np.arange(len(xb)), xb, yb, None, len(xb)
+        end_epoch(self.source)
+
+
 def all_finite(arrays: list[Array]) -> bool:
     """Whether every element of every array is finite (one host read)."""
     xp = get_backend().xp
@@ -174,15 +220,15 @@ def all_finite(arrays: list[Array]) -> bool:
 
 def train_epochs(
     model: Model,
-    x: Array,
-    y: Array,
+    x: Array | ArrayFeed | SourceFeed,
+    y: Array | None,
     epochs: int,
     batch_size: int,
     optimizer: Optimizer,
     loss: Loss,
     shuffle: str,
     state: TrainState,
-    validation: tuple[Array, Array] | None = None,
+    validation: tuple[Array, Array] | Any | None = None,
     callbacks: list[Callback] | tuple[Callback, ...] = (),
     verbose: int = 1,
     strategy: Strategy | None = None,
@@ -193,11 +239,14 @@ def train_epochs(
 
     `metrics` (default: `model.metrics_for(loss)`) accumulate on the device and are read at each epoch's end;
     `sample_weight` (n,) weighs each sample's loss and metrics (Keras's sample_weight/class_weight).
+    `x` may instead be a feed (`SourceFeed` for a batch source; y None); `validation` a pair of arrays or a
+    batch source.
 
     A non-finite cost, weight or validation loss raises `DivergedError` after the weights and optimizer
     state of the epoch's start are put back (the last good ones), so nothing written later holds NaN.
     """
     strategy = strategy or Strategy()
+    feed = x if isinstance(x, (ArrayFeed, SourceFeed)) else ArrayFeed(x, y, batch_size, shuffle, sample_weight)
     metrics = model.metrics_for(loss) if metrics is None else metrics
     callbacks = strategy.select(list(callbacks))
     state.callbacks = callbacks
@@ -205,12 +254,12 @@ def train_epochs(
     try:
         for cb in callbacks:
             cb.on_train_begin(model, state)
-        strategy.begin(model, x, y, validation, state)
+        strategy.begin(model, feed.x if isinstance(feed, ArrayFeed) else None,
+                       feed.y if isinstance(feed, ArrayFeed) else None, validation, state)  # fmt: skip
         while state.epoch < epochs and not state.stop:
             snapshot = Snapshot(model, optimizer)
             try:
-                logs = _epoch(model, x, y, batch_size, optimizer, loss, shuffle, state, validation, callbacks,
-                              strategy, metrics, sample_weight)  # fmt: skip
+                logs = _epoch(model, feed, optimizer, loss, state, validation, callbacks, strategy, metrics)
             except DivergedError:
                 snapshot.restore(model, optimizer)
                 raise
@@ -236,18 +285,14 @@ def train_epochs(
 
 def _epoch(
     model: Model,
-    x: Array,
-    y: Array,
-    batch_size: int,
+    feed: ArrayFeed | SourceFeed,
     optimizer: Optimizer,
     loss: Loss,
-    shuffle: str,
     state: TrainState,
-    validation: tuple[Array, Array] | None,
+    validation: Any,
     callbacks: list[Callback],
     strategy: Strategy,
     metrics: list[Metric],
-    sample_weight: Array | None,
 ) -> dict[str, float]:
     """One epoch: its batches, then the epoch's logs (one host read of the costs), then the epoch-end hooks."""
     backend = get_backend()
@@ -262,20 +307,13 @@ def _epoch(
     cost_sum = xp.zeros((), dtype=model.dtype)
     for m in metrics:
         m.reset()
-    batches = epoch_batches(len(x), batch_size, shuffle, state.rng)
-    # One upload of the epoch's order; each step slices it on the device (no per-step transfer).
-    order = None if strategy.shards else backend.asarray(np.concatenate(batches))
-    for index, idx in enumerate(batches):
-        mine = strategy.shard(idx)
-        idx_b = backend.asarray(mine) if order is None else order[index * batch_size : index * batch_size + len(idx)]
-        xs, ys = x[idx_b], y[idx_b]
-        sw = None if sample_weight is None else sample_weight[idx_b]
-        result = strategy.run_pass(model, xs, ys, loss, len(idx), record, sw)
+    for index, (mine, xs, ys, sw, batch_n) in enumerate(feed.batches(state.rng, strategy)):
+        result = strategy.run_pass(model, xs, ys, loss, batch_n, record, sw)
         optimizer.apply(model.parameters(), result.grads)
         state.step += 1
         costs.append(result.cost)
-        sizes.append(len(idx))
-        cost_sum = cost_sum + result.cost * len(idx)
+        sizes.append(batch_n)
+        cost_sum = cost_sum + result.cost * batch_n
         for m in metrics:
             m.update(result.logits, ys, sw)
         batch = Batch(epoch, index, mine, xs, ys, result, cost_sum, sum(sizes))
@@ -295,7 +333,11 @@ def _epoch(
         raise DivergedError(epoch, len(sizes), float("nan"), what="a weight")
     if validation is not None:
         val_metrics = copy.deepcopy(metrics)
-        logs.update({f"val_{k}": v for k, v in model.evaluate_prepared(*validation, loss, None, val_metrics).items()})
+        if isinstance(validation, tuple):
+            scores = model.evaluate_prepared(*validation, loss, None, val_metrics)
+        else:  # a batch source
+            scores = model.evaluate(validation, None, loss, metrics=val_metrics)
+        logs.update({f"val_{k}": v for k, v in scores.items()})
         if not np.isfinite(logs["val_loss"]):
             raise DivergedError(epoch, len(sizes), logs["val_loss"], what="the validation loss")
     logs["seconds"] = time.perf_counter() - start
