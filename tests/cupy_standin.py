@@ -671,7 +671,7 @@ class Device:
     compute_capability = "90"
 
     def __init__(self, device: int | None = None) -> None:
-        self.id = 0 if device is None else int(device)
+        self.id = _current_device if device is None else int(device)  # CuPy: Device() is the current one
         if self.id >= runtime.getDeviceCount():
             raise CUDARuntimeError(f"cudaErrorInvalidDevice: invalid device ordinal {self.id}")
 

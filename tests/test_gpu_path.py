@@ -213,3 +213,24 @@ def test_gpu_benchmark_runs_without_torch(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "PyTorch is not installed" in done.stdout and "(no peer)" in done.stdout
+
+
+def test_defect_9_a_model_built_before_init_on_another_gpu_is_refused(standin, monkeypatch):
+    """fit(distributed=True) joins the world first; a model whose weights sit on another GPU than the rank's
+    (built before init() chose it) is refused with the fix, instead of failing inside a kernel."""
+    from xpnn.distributed.parallel import DataParallel
+    from xpnn.distributed.world import World
+    from xpnn.reference import reference_model
+
+    monkeypatch.setattr(standin, "device_count", 2)
+    monkeypatch.setattr(standin, "_current_device", 0)
+    xpnn.set_backend("cupy")
+    cp = standin.modules()["cupy"]
+    model = reference_model("float32", seed=1)  # on GPU 0
+    parallel = DataParallel()
+    monkeypatch.setattr(parallel, "connect", lambda: World(None, 1, 2, 1, 2))
+    cp.cuda.Device(1).use()  # what init() does on rank 1
+    with pytest.raises(ValueError, match=r"rank 1: the model's weights are on GPU \[0\] but this rank trains on GPU 1"):
+        parallel.check_placement(model)
+    cp.cuda.Device(0).use()
+    parallel.check_placement(model)  # on its own GPU: fine
