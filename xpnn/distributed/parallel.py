@@ -67,12 +67,16 @@ class DataParallel(Strategy, Callback):
         if self.world is None:
             self.world = init()
             self.mpi = MPIComm(self.world, self.timeout)
-            if get_backend().name == "cupy":
-                from xpnn.distributed.nccl import NCCLReducer
+            try:  # a failure here (no NCCL, a CUDA error, the NCCL deadline) must not leave the others waiting
+                if get_backend().name == "cupy":
+                    from xpnn.distributed.nccl import NCCLReducer
 
-                self.reducer = NCCLReducer(self.mpi)
-            else:
-                self.reducer = self.mpi
+                    self.reducer = NCCLReducer(self.mpi)
+                else:
+                    self.reducer = self.mpi
+            except BaseException as exc:  # noqa: BLE001
+                self.abort(exc)
+                raise
         return self.world
 
     def check_placement(self, model: Model) -> None:
