@@ -243,10 +243,10 @@ def _external_storage(f):
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (_external_link, "ExternalLink"),
-        (_soft_link, "SoftLink"),
+        (_external_link, "is an external link"),
+        (_soft_link, "is a soft link"),
         (_virtual, "virtual dataset"),
-        (_external_storage, "external raw storage"),
+        (_external_storage, "keeps its data in an external file"),
     ],
 )
 def test_hdf5_features_refused(tmp_path, edit, message):
@@ -259,7 +259,7 @@ def test_weight_shapes_checked_before_reading(tmp_path):
         del f["layers/dense/vars/0"]
         f["layers/dense/vars"].create_dataset("0", shape=(10**6, 10**3), dtype="f4")  # declared, never read
 
-    with pytest.raises(ValueError, match=r"shape \(1000000, 1000\) in the file; the architecture needs"):
+    with pytest.raises(ValueError, match=r"declares shape \(1000000, 1000\)"):
         xk.load_model(rewrite(tmp_path, {"model.weights.h5": edited_weights(wrong_shape)}))
 
     def missing(f):
@@ -279,7 +279,7 @@ def test_legacy_h5_checks(tmp_path):
     bad.write_bytes((FIXTURES / "keras_basic_float64.h5").read_bytes())
     with h5py.File(bad, "r+") as f:
         f["model_weights/extra"] = h5py.ExternalLink("elsewhere.h5", "/x")
-    with pytest.raises(ValueError, match="ExternalLink"):
+    with pytest.raises(ValueError, match="is an external link"):
         xk.load_model(bad)
 
 

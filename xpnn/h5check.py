@@ -59,10 +59,12 @@ def _check_dataset(file: str, path: str, ds: h5py.Dataset) -> None:
         raise _refuse(file, path, f"declares shape {ds.shape} ({ds.nbytes} bytes) but stores {stored} bytes")
 
 
-def check_structure(f: h5py.File) -> Contents:
+def check_structure(f: h5py.File, where: str | None = None) -> Contents:
     """Walk every link of `f` without following any; refuse external, soft and user-defined links,
-    virtual, external-storage, filtered or not fully stored datasets, and deep or huge trees."""
-    file = f.filename
+    virtual, external-storage, filtered or not fully stored datasets, and deep or huge trees.
+
+    `where` names the file in errors (default: its file name; an in-memory file has none)."""
+    file = where or f.filename
     contents = Contents(groups={"/": f})
     seen = {h5py.h5o.get_info(f.id).addr}
     pending: list[tuple[h5py.Group, str, int]] = [(f, "", 0)]

@@ -16,7 +16,7 @@ The mapping is a table keyed by Keras class name. An entry is used only when `xp
 so layers added to xpnn later are read and written as soon as they exist. Every Keras option either maps to an
 xpnn constructor argument, has its no-op value, or is reported: one error lists every unknown layer and
 unsupported option of a file. Files from others are untrusted: zip member names and sizes are checked before
-anything is read, HDF5 links, virtual datasets and external storage are refused (`xpnn.h5safe`), weight shapes
+anything is read, HDF5 links, virtual datasets and external storage are refused (`xpnn.h5check`), weight shapes
 are checked against the architecture before reading, and nothing is ever unpickled.
 """
 
@@ -39,7 +39,7 @@ import numpy as np
 
 from xpnn import layers as xpnn_layers
 from xpnn import model as model_module
-from xpnn.h5safe import check_tree, read_dataset
+from xpnn.h5check import check_structure
 from xpnn.io import atomic_write
 from xpnn.layers.base import Layer
 
@@ -453,6 +453,13 @@ def _assemble(plan: Plan, cls: type | None, dtype: str | None, read_layer: Any, 
     return model
 
 
+def read_dataset(ds: h5py.Dataset, shape: tuple[int, ...], what: str) -> np.ndarray:
+    """The dataset's values after checking that its declared shape is `shape` (nothing is read before)."""
+    if tuple(ds.shape) != tuple(shape):
+        raise ValueError(f"{what} has shape {tuple(ds.shape)} in the file; the architecture needs {tuple(shape)}.")
+    return np.asarray(ds[()])
+
+
 def _read_vars(group: Any, expected: list[tuple[int, ...]], what: str) -> list[np.ndarray]:
     keys = sorted(group.keys(), key=lambda k: int(k) if str(k).isdigit() else -1) if group is not None else []
     if keys != [str(i) for i in range(len(expected))]:
@@ -468,7 +475,7 @@ def _load_keras_archive(path: Path, cls: type | None, dtype: str | None) -> Sequ
     except OSError as exc:
         raise ValueError(f"{path}: model.weights.h5 is not a readable HDF5 file ({exc}).") from None
     with f:
-        check_tree(f, f"{path} (model.weights.h5)")
+        check_structure(f, f"{path} (model.weights.h5)")
 
         def read_layer(class_name: str, cfg: dict, snake: str, expected: list) -> list[np.ndarray]:
             node = f.get(f"layers/{snake}/vars")
@@ -499,7 +506,7 @@ def _load_legacy_h5(path: Path, cls: type | None, dtype: str | None) -> Sequenti
         text = _text_attr(f.attrs["model_config"])
         if len(text) > MAX_CONFIG_BYTES:
             raise ValueError(f"{path}: model_config holds {len(text)} bytes, above {MAX_CONFIG_BYTES}.")
-        check_tree(f, str(path))
+        check_structure(f, str(path))
         plan = plan_from_config(json.loads(text))
         root = f.get("model_weights", f)
 
