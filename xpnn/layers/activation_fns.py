@@ -202,7 +202,6 @@ def with_params(name: str, **kwargs: Any) -> ActivationFn:
     return ActivationFn(base.name, base.fwd, base.bwd, base.caches_output, {**base.kwargs, **kwargs})
 
 
-
 @dataclass(frozen=True)
 class ActivatedCache:
     """The cache of a layer with a built-in activation: its own cache and the activation's."""

@@ -88,7 +88,7 @@ class GELU(_Activation):
 
 
 class Activation(_Activation):
-    """Activation(activation): any activation by Keras's name ("relu", "gelu", "silu", ...), as keras.layers.Activation."""
+    """Activation(activation): an activation by Keras's name ("relu", "gelu", "silu", ...), keras.layers.Activation."""
 
     def __init__(self, activation: str) -> None:
         super().__init__()
