@@ -1,6 +1,8 @@
 """Weight penalties added to the cost, as keras.regularizers (Keras 3's formulas: no ½ on L2).
 
-L1: l1·Σ|w|; L2: l2·Σw²; L1L2: both. Each is `reg(w) -> scalar array` and `reg.gradient(w) -> array`
+L1: l1·Σ|w|; L2: l2·Σw²; L1L2: both. Keras 3 multiplies L2's factor and both of L1L2's through
+`ops.cast(factor, x.dtype)`, which rounds them to float32 even for float64 weights (L1 multiplies by the
+Python float); we round the same ones, so float64 penalties agree with Keras to the last bits. Each is `reg(w) -> scalar array` and `reg.gradient(w) -> array`
 (TF's gradients: l1·sign(w), 0 at 0; 2·l2·w). Layers keep them in `layer.regularizers`, keyed like
 their params ("w", "b", ...); the model adds `reg(w)` to the cost and `reg.gradient(w)` to the gradient.
 """
@@ -9,6 +11,8 @@ from __future__ import annotations
 
 import math
 from typing import Any
+
+import numpy as np
 
 from xpnn.backends import get_backend
 from xpnn.registry import lookup
@@ -44,6 +48,11 @@ class Regularizer:
         return hash((type(self).__name__, tuple(self.get_config().items())))
 
 
+def keras_cast(value: float) -> float:
+    """`ops.cast(python_float, dtype)` in Keras 3 on TensorFlow: the float goes through float32 first."""
+    return float(np.float32(value))
+
+
 class L1L2(Regularizer):
     """L1L2(l1=0.0, l2=0.0): l1·Σ|w| + l2·Σw² (each term only when its factor is non-zero, as Keras)."""
 
@@ -51,22 +60,28 @@ class L1L2(Regularizer):
         self.l1 = _penalty(l1, "l1")
         self.l2 = _penalty(l2, "l2")
 
+    def _factors(self) -> tuple[float, float]:
+        """The factors as Keras applies them: (l1, l2) each rounded through float32."""
+        return keras_cast(self.l1), keras_cast(self.l2)
+
     def __call__(self, w: Array) -> Array:
         xp = get_backend().xp
+        l1, l2 = self._factors()
         total = xp.zeros((), dtype=w.dtype)
-        if self.l1:
-            total = total + self.l1 * xp.abs(w).sum()
-        if self.l2:
-            total = total + self.l2 * (w * w).sum()
+        if l1:
+            total = total + l1 * xp.abs(w).sum()
+        if l2:
+            total = total + l2 * (w * w).sum()
         return total
 
     def gradient(self, w: Array) -> Array:
         xp = get_backend().xp
+        l1, l2 = self._factors()
         grad = xp.zeros_like(w)
-        if self.l1:
-            grad += self.l1 * xp.sign(w)
-        if self.l2:
-            grad += (2.0 * self.l2) * w
+        if l1:
+            grad += l1 * xp.sign(w)
+        if l2:
+            grad += l2 * (2.0 * w)
         return grad
 
     def get_config(self) -> dict[str, float]:
@@ -78,6 +93,9 @@ class L1(L1L2):
 
     def __init__(self, l1: float = 0.01) -> None:
         super().__init__(l1=l1)
+
+    def _factors(self) -> tuple[float, float]:
+        return self.l1, 0.0  # keras L1 multiplies by the Python float itself
 
     def get_config(self) -> dict[str, float]:
         return {"l1": self.l1}

@@ -33,6 +33,13 @@ def erf(x: cp.ndarray) -> cp.ndarray:
     return cupy_erf(x)
 
 
+def erfc(x: cp.ndarray) -> cp.ndarray:
+    """1 − erf(x) without the cancellation for large x (CUDA's erfc)."""
+    from cupyx.scipy.special import erfc as cupy_erfc
+
+    return cupy_erfc(x)
+
+
 def softmax_xent(logits: cp.ndarray, labels: cp.ndarray) -> tuple[cp.ndarray, cp.ndarray]:
     """Per-row loss and backprop of tf.nn.softmax_cross_entropy_with_logits, (n, k) -> (n,), (n, k)."""
     shifted = logits - logits.max(axis=1, keepdims=True)

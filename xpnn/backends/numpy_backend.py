@@ -66,16 +66,30 @@ def _poly(coefs: tuple[float, ...], z: np.ndarray) -> np.ndarray:
     return out
 
 
-def erf(x: np.ndarray) -> np.ndarray:
-    """The error function, element-wise (TF's tf.math.erf; NumPy has none). NaN stays NaN."""
-    xs = np.clip(x, -1.0, 1.0)  # each branch sees only its own range, so no polynomial overflows
+def _erf_core(x: np.ndarray) -> np.ndarray:
+    """erf on |x| ≤ 1 (x clipped there first, so no polynomial overflows elsewhere)."""
+    xs = np.clip(x, -1.0, 1.0)
     zs = xs * xs
-    small = xs * _poly(_ERF_T, zs) / _poly(_ERF_U, zs)
-    a = np.clip(np.abs(x), 1.0, 27.0)  # erfc(27) underflows to 0: erf is ±1 beyond
+    return xs * _poly(_ERF_T, zs) / _poly(_ERF_U, zs)
+
+
+def _erfc_tail(x: np.ndarray) -> np.ndarray:
+    """erfc(|x|) for |x| ≥ 1 (|x| clipped to [1, 30]; erfc(30) underflows to 0)."""
+    a = np.clip(np.abs(x), 1.0, 30.0)
     ratio = np.where(a < 8.0, _poly(_ERFC_P, a) / _poly(_ERFC_Q, a), _poly(_ERFC_R, a) / _poly(_ERFC_S, a))
     with np.errstate(under="ignore"):
-        large = np.copysign(1.0 - np.exp(-(a * a)) * ratio, x)
-    return np.where(np.abs(x) <= 1.0, small, large)
+        return np.exp(-(a * a)) * ratio
+
+
+def erf(x: np.ndarray) -> np.ndarray:
+    """The error function, element-wise (tf.math.erf; NumPy has none). NaN stays NaN."""
+    return np.where(np.abs(x) <= 1.0, _erf_core(x), np.copysign(1.0 - _erfc_tail(x), x))
+
+
+def erfc(x: np.ndarray) -> np.ndarray:
+    """1 − erf(x) without the cancellation for large x (tf.math.erfc). NaN stays NaN."""
+    tail = _erfc_tail(x)
+    return np.where(np.abs(x) < 1.0, 1.0 - _erf_core(x), np.where(x < 0, 2.0 - tail, tail))
 
 
 def softmax_xent(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

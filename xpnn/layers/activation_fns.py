@@ -19,10 +19,13 @@ from xpnn.backends import get_backend
 from xpnn.registry import lookup
 from xpnn.types import Array
 
-SQRT_HALF = 1.0 / math.sqrt(2.0)  # TF divides by 1.4142135623730951; x·SQRT_HALF differs by ≤ 1 ulp
-INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-GELU_TANH_SCALE = 0.7978845608028654  # sqrt(2/π), as tf.nn.gelu writes it
-GELU_TANH_COEFF = 0.044715
+# tf.nn.gelu's constants, each through math_ops.cast(python float, dtype), which makes a float32 tensor first:
+# in float64 TF multiplies by float32(1/√2) and float32(0.044715); so do we (a ~2e-8 relative shift from the
+# textbook GELU, far below float32's resolution). √(2/π) it multiplies as a Python float, exactly.
+GELU_ERF_SCALE = float(np.float32(0.7071067811865476))
+GELU_TANH_SCALE = 0.7978845608028654
+GELU_TANH_COEFF = float(np.float32(0.044715))
+INV_SQRT_PI = 1.0 / math.sqrt(math.pi)
 
 
 def relu_forward(x: Array) -> Array:
@@ -103,22 +106,23 @@ def elu_backward(dout: Array, x: Array, alpha: float) -> Array:
 
 
 def gelu_forward(x: Array, approximate: bool) -> Array:
-    """tf.nn.gelu: 0.5·x·(1 + erf(x/√2)), or with `approximate` 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))."""
-    xp = get_backend().xp
+    """tf.nn.gelu: 0.5·x·erfc(−x/√2), or with `approximate` 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))."""
     if approximate:
+        xp = get_backend().xp
         return 0.5 * x * (1.0 + xp.tanh(GELU_TANH_SCALE * (x + GELU_TANH_COEFF * x**3)))
-    return 0.5 * x * (1.0 + get_backend().kernels.erf(x * SQRT_HALF))
+    return 0.5 * x * get_backend().kernels.erfc(-x * GELU_ERF_SCALE)
 
 
 def gelu_backward(dout: Array, x: Array, approximate: bool) -> Array:
-    """The exact derivative of `gelu_forward` (Φ(x) + x·φ(x) for the erf form)."""
+    """The exact derivative of `gelu_forward` (Φ(x) + x·φ(x) for the erf form, with TF's constants)."""
     xp = get_backend().xp
     if approximate:
         t = xp.tanh(GELU_TANH_SCALE * (x + GELU_TANH_COEFF * x**3))
         slope = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * GELU_TANH_SCALE * (1.0 + 3.0 * GELU_TANH_COEFF * x * x)
         return dout * slope
-    cdf = 0.5 * (1.0 + get_backend().kernels.erf(x * SQRT_HALF))
-    return dout * (cdf + x * xp.exp(-0.5 * x * x) * INV_SQRT_2PI)
+    u = x * GELU_ERF_SCALE
+    cdf = 0.5 * get_backend().kernels.erfc(-u)
+    return dout * (cdf + u * xp.exp(-(u * u)) * INV_SQRT_PI)
 
 
 def silu_forward(x: Array) -> Array:
