@@ -109,8 +109,8 @@ def cases() -> list[tuple[str, str, dict, object, tuple[int, ...], dict]]:
                     lambda cfg=cfg: K.BatchNormalization(dtype=F64, **cfg), shape, {"bn_steps": 3}))  # fmt: skip
 
     for rate in (0.25, 0.6):
-        out.append((f"dropout_{rate}", "Dropout", {"rate": rate},
-                    lambda rate=rate: K.Dropout(rate, seed=7, dtype=F64), (3, 4, 4, 3), {"training": True}))  # fmt: skip
+        factory = lambda rate=rate: K.Dropout(rate, seed=7, dtype=F64)  # noqa: E731
+        out.append((f"dropout_{rate}", "Dropout", {"rate": rate}, factory, (3, 4, 4, 3), {"training": True}))
 
     out.append(("gap", "GlobalAveragePooling2D", {}, lambda: K.GlobalAveragePooling2D(dtype=F64), (2, 5, 4, 3), {}))
     out.append(("gmp", "GlobalMaxPooling2D", {}, lambda: K.GlobalMaxPooling2D(dtype=F64), (2, 4, 5, 3), {}))

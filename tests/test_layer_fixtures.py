@@ -1,4 +1,4 @@
-"""Issue 14's layers against TensorFlow's float64 truth (tests/fixtures/layers_tf.h5, scripts/make_tf_layer_fixtures.py).
+"""Issue 14's layers against TensorFlow's float64 truth (fixtures/layers_tf.h5 by scripts/make_tf_layer_fixtures.py).
 
 Each case rebuilds the layer from its xpnn class name and config, loads TF's weights, and compares the
 output, the input gradient and the weight gradients (BatchNormalization: over several training steps,

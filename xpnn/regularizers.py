@@ -2,8 +2,9 @@
 
 L1: l1·Σ|w|; L2: l2·Σw²; L1L2: both. Keras 3 multiplies L2's factor and both of L1L2's through
 `ops.cast(factor, x.dtype)`, which rounds them to float32 even for float64 weights (L1 multiplies by the
-Python float); we round the same ones, so float64 penalties agree with Keras to the last bits. Each is `reg(w) -> scalar array` and `reg.gradient(w) -> array`
-(TF's gradients: l1·sign(w), 0 at 0; 2·l2·w). Layers keep them in `layer.regularizers`, keyed like
+Python float); we round the same ones, so float64 penalties agree with Keras to the last bits.
+Each is `reg(w) -> scalar array` and `reg.gradient(w) -> array` (TF's gradients: l1·sign(w), 0 at 0;
+2·l2·w). Layers keep them in `layer.regularizers`, keyed like
 their params ("w", "b", ...); the model adds `reg(w)` to the cost and `reg.gradient(w)` to the gradient.
 """
 
