@@ -116,8 +116,7 @@ def test_activations_with_conv_and_no_bias():
 
 @pytest.mark.parametrize(
     "layer",
-    [LeakyReLU(), LeakyReLU(0.05), ELU(), ELU(0.5), GELU(), GELU(approximate=True)]
-    + [Activation(n) for n in NAMES],
+    [LeakyReLU(), LeakyReLU(0.05), ELU(), ELU(0.5), GELU(), GELU(approximate=True)] + [Activation(n) for n in NAMES],
     ids=lambda layer: repr(layer),
 )
 def test_activation_layer_gradients(layer):
