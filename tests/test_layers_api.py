@@ -350,3 +350,14 @@ def test_unregistered_custom_layers_and_taken_names_are_refused(tmp_path):
         register_keras_serializable(name="Dense")(Doubler)
     with pytest.raises(TypeError, match="Layer subclasses"):
         register_keras_serializable()(dict)
+
+
+def test_bn_dropout_example_smoke_runs(capsys, monkeypatch):
+    import runpy
+    from pathlib import Path
+
+    example = Path(__file__).parents[1] / "examples" / "bn_dropout_cnn.py"
+    monkeypatch.setattr("sys.argv", [str(example), "--smoke", "--seed", "2"])
+    runpy.run_path(str(example), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "xpnn: test accuracy" in out and "epoch  1" in out
