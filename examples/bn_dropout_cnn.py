@@ -1,12 +1,15 @@
-"""A CNN with BatchNormalization and Dropout on SIGNS: three conv blocks, global pooling, Dense(6).
+"""A CNN with BatchNormalization and Dropout on SIGNS: three conv blocks, then Flatten, Dropout and Dense(6).
 
-python examples/bn_dropout_cnn.py                 # 20 epochs on SIGNS (embedded stand-in if it is absent)
+python examples/bn_dropout_cnn.py                 # 15 epochs on SIGNS (embedded stand-in if it is absent)
 python examples/bn_dropout_cnn.py --seed 2        # another seed (weights, batch order, dropout masks)
 python examples/bn_dropout_cnn.py --keras         # then the same net in tf.keras, same settings, side by side
 python examples/bn_dropout_cnn.py --smoke         # a few images, one epoch: checks that it all runs
 
-Each block is Conv2D(3×3, same) → BatchNormalization → ReLU → MaxPool2D(2); the third ends in
-GlobalAveragePooling2D → Dropout → Dense(6). Adam, softmax cross-entropy, minibatches of 32.
+Each block is Conv2D(3×3, same, no bias) → BatchNormalization(momentum=0.9) → ReLU → MaxPool2D; the
+third pools 4×4 to a 4·4·64 map, then Flatten → Dropout(0.3) → Dense(6). Adam(0.001), softmax
+cross-entropy, minibatches of 32. A GlobalAveragePooling2D head instead of Flatten trains as well but its
+inference-mode test accuracy swings between 0.2 and 0.7 from epoch to epoch, in tf.keras just as here;
+BatchNormalization's default momentum 0.99 averages over ~100 steps, 3 epochs of SIGNS, hence 0.9.
 """
 
 from __future__ import annotations
@@ -18,19 +21,21 @@ import time
 import numpy as np
 
 import xpnn
-from xpnn.layers import BatchNormalization, Conv2D, Dense, Dropout, GlobalAveragePooling2D, MaxPool2D, ReLU
+from xpnn.layers import BatchNormalization, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
 from xpnn.optimizers import Adam
 
-FILTERS = (8, 16, 32)
+FILTERS = (16, 32, 64)
+POOLS = (2, 2, 4)
+MOMENTUM = 0.9
 DROPOUT = 0.3
 
 
 def xpnn_model(dtype: str) -> xpnn.Sequential:
     layers = []
-    for i, filters in enumerate(FILTERS):
-        layers += [Conv2D(filters, 3, padding="same", use_bias=False), BatchNormalization(), ReLU()]
-        layers += [MaxPool2D(2)] if i < len(FILTERS) - 1 else [GlobalAveragePooling2D(), Dropout(DROPOUT)]
-    return xpnn.Sequential([*layers, Dense(6)], dtype=dtype)
+    for filters, pool in zip(FILTERS, POOLS):
+        layers += [Conv2D(filters, 3, padding="same", use_bias=False), BatchNormalization(momentum=MOMENTUM)]
+        layers += [ReLU(), MaxPool2D(pool)]
+    return xpnn.Sequential([*layers, Flatten(), Dropout(DROPOUT), Dense(6)], dtype=dtype)
 
 
 def keras_model(seed: int):
@@ -38,15 +43,12 @@ def keras_model(seed: int):
     import keras
 
     keras.utils.set_random_seed(seed)
+    k = keras.layers
     layers = [keras.Input((64, 64, 3))]
-    for i, filters in enumerate(FILTERS):
-        layers += [keras.layers.Conv2D(filters, 3, padding="same", use_bias=False), keras.layers.BatchNormalization()]
-        layers += [keras.layers.ReLU()]
-        if i < len(FILTERS) - 1:
-            layers += [keras.layers.MaxPool2D(2)]
-        else:
-            layers += [keras.layers.GlobalAveragePooling2D(), keras.layers.Dropout(DROPOUT)]
-    return keras.Sequential([*layers, keras.layers.Dense(6)])
+    for filters, pool in zip(FILTERS, POOLS):
+        layers += [k.Conv2D(filters, 3, padding="same", use_bias=False), k.BatchNormalization(momentum=MOMENTUM)]
+        layers += [k.ReLU(), k.MaxPool2D(pool)]
+    return keras.Sequential([*layers, k.Flatten(), k.Dropout(DROPOUT), k.Dense(6)])
 
 
 def curve(history: dict[str, list[float]]) -> str:
@@ -80,9 +82,9 @@ def run_keras(data, args) -> dict[str, list[float]]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--learning-rate", type=float, default=0.003)
+    parser.add_argument("--learning-rate", type=float, default=0.001)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     parser.add_argument("--data", default=None, help="folder holding train_signs.h5 and test_signs.h5")
