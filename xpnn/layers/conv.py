@@ -179,6 +179,7 @@ class Conv2D(ConvBase):
         kernel_size: IntPair,
         strides: IntPair = 1,
         padding: Padding | str = "valid",
+        *,  # Keras has data_format next: the rest by keyword, so a Keras-positional call cannot misbind
         dilation_rate: IntPair = 1,
         groups: int = 1,
         activation: str | None = None,

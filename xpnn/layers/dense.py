@@ -44,6 +44,7 @@ class Dense(Layer):
         activation: str | None = None,
         use_bias: bool = True,
         kernel_initializer: str = "glorot_uniform",
+        *,  # Keras has bias_initializer next
         kernel_regularizer: Any = None,
         bias_regularizer: Any = None,
     ) -> None:

@@ -48,6 +48,7 @@ class DepthwiseConv2D(ConvBase):
         strides: IntPair = 1,
         padding: Padding | str = "valid",
         depth_multiplier: int = 1,
+        *,  # Keras has data_format next
         dilation_rate: IntPair = 1,
         activation: str | None = None,
         use_bias: bool = True,
@@ -119,8 +120,9 @@ class SeparableConv2D(ConvBase):
         kernel_size: IntPair,
         strides: IntPair = 1,
         padding: Padding | str = "valid",
-        depth_multiplier: int = 1,
+        *,  # Keras has data_format next
         dilation_rate: IntPair = 1,
+        depth_multiplier: int = 1,
         activation: str | None = None,
         use_bias: bool = True,
         depthwise_initializer: str = "glorot_uniform",

@@ -44,7 +44,7 @@ class Dropout(Layer):
 
     takes_training = True
 
-    def __init__(self, rate: float, seed: int | None = None) -> None:
+    def __init__(self, rate: float, *, seed: int | None = None) -> None:  # Keras: (rate, noise_shape, seed)
         super().__init__()
         if isinstance(rate, bool) or not isinstance(rate, (int, float, np.floating)) or not 0.0 <= rate < 1.0:
             raise ValueError(f"Dropout expects a rate in [0, 1) (the fraction dropped); received rate={rate!r}.")

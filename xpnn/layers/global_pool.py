@@ -61,7 +61,7 @@ class _Null:
 
 
 class _GlobalPool2D(Layer):
-    def __init__(self, keepdims: bool = False) -> None:
+    def __init__(self, *, keepdims: bool = False) -> None:  # Keras: (data_format, keepdims)
         super().__init__()
         if not isinstance(keepdims, bool):
             raise TypeError(f"{self.name} expects keepdims=True or False; received keepdims={keepdims!r}.")
