@@ -7,11 +7,34 @@ import os
 # reads it when NumPy first loads, so it takes effect only when xpnn is imported before NumPy.
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
-from xpnn import callbacks, datasets, distributed, layers, losses, metrics, optimizers, schedules
+from xpnn import callbacks, datasets, distributed, layers, losses, metrics, optimizers, regularizers, schedules
 from xpnn.api import Sequential, load_model
 from xpnn.backends import get_backend, set_backend
 from xpnn.errors import DivergedError
-from xpnn.layers import AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sigmoid, Softmax, Tanh
+from xpnn.layers import (
+    ELU,
+    GELU,
+    Activation,
+    AvgPool2D,
+    BatchNormalization,
+    Conv2D,
+    Dense,
+    DepthwiseConv2D,
+    Dropout,
+    Flatten,
+    GlobalAveragePooling2D,
+    GlobalMaxPooling2D,
+    LeakyReLU,
+    MaxPool2D,
+    ReLU,
+    Reshape,
+    SeparableConv2D,
+    Sigmoid,
+    Softmax,
+    Tanh,
+    ZeroPadding2D,
+    register_keras_serializable,
+)
 from xpnn.losses import get_loss
 from xpnn.optimizers import SGD, Adagrad, Adam, AdamW, Nadam, RMSprop, get_optimizer
 from xpnn.trace import trace  # the function; the module stays importable as `from xpnn.trace import ...`
@@ -20,6 +43,20 @@ from xpnn.version import __version__
 
 __all__ = [
     "__version__",
+    "ELU",
+    "GELU",
+    "Activation",
+    "BatchNormalization",
+    "DepthwiseConv2D",
+    "Dropout",
+    "GlobalAveragePooling2D",
+    "GlobalMaxPooling2D",
+    "LeakyReLU",
+    "Reshape",
+    "SeparableConv2D",
+    "ZeroPadding2D",
+    "register_keras_serializable",
+    "regularizers",
     "SGD",
     "Adagrad",
     "Adam",

@@ -185,11 +185,7 @@ def layers_from_configs(configs: Any, where: str = "layers") -> list[Layer]:
     """Layers from `layer_configs` output; unknown names and bad arguments say which entry is wrong."""
     if not isinstance(configs, list) or not configs:
         raise TypeError(f"{where} must be a non-empty list of {{class_name, config}} tables; got {configs!r}.")
-    known = {
-        name: obj
-        for name in dir(layer_module)
-        if isinstance(obj := getattr(layer_module, name), type) and issubclass(obj, Layer) and obj is not Layer
-    }
+    known = layer_module.layer_classes()  # built-ins and register_keras_serializable classes
     out = []
     for i, entry in enumerate(configs):
         if not isinstance(entry, dict) or "class_name" not in entry:

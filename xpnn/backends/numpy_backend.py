@@ -43,6 +43,59 @@ def relu_grad(dout: np.ndarray, out: np.ndarray) -> np.ndarray:
     return dout * (out > 0)
 
 
+# erf as Cephes computes it (S. L. Moshier, ndtr.c; coefficients from Hart et al., "Computer Approximations"):
+# x·T(x²)/U(x²) on |x| ≤ 1, else 1 − exp(−x²)·P(|x|)/Q(|x|) (|x| < 8) or ·R/S; ≤ 4e-16 relative on float64.
+_ERF_T = (9.60497373987051638749e0, 9.00260197203842689217e1, 2.23200534594684319226e3,
+          7.00332514112805075473e3, 5.55923013010394962768e4)  # fmt: skip
+_ERF_U = (1.0, 3.35617141647503099647e1, 5.21357949780152679795e2, 4.59432382970980127987e3,
+          2.26290000613890934246e4, 4.92673942608635921086e4)  # fmt: skip
+_ERFC_P = (2.46196981473530512524e-10, 5.64189564831068821977e-1, 7.46321056442269912687e0,
+           4.86371970985681366614e1, 1.96520832956077098242e2, 5.26445194995477358631e2,
+           9.34528527171957607540e2, 1.02755188689515710272e3, 5.57535335369399327526e2)  # fmt: skip
+_ERFC_Q = (1.0, 1.32281951154744992508e1, 8.67072140885989742329e1, 3.54937778887819891062e2,
+           9.75708501743205489753e2, 1.82390916687909736289e3, 2.24633760818710981792e3,
+           1.65666309194161350182e3, 5.57535340817727675546e2)  # fmt: skip
+_ERFC_R = (5.64189583547755073984e-1, 1.27536670759978104416e0, 5.01905042251180477414e0,
+           6.16021097993053585195e0, 7.40974269950448939160e0, 2.97886665372100240670e0)  # fmt: skip
+_ERFC_S = (1.0, 2.26052863220117276590e0, 9.39603524938001434673e0, 1.20489539808096656605e1,
+           1.70814450747565897222e1, 9.60896809063285878198e0, 3.36907645100081516050e0)  # fmt: skip
+
+
+def _poly(coefs: tuple[float, ...], z: np.ndarray) -> np.ndarray:
+    """Horner's rule, highest power first."""
+    out = np.full_like(z, coefs[0])
+    for c in coefs[1:]:
+        out *= z
+        out += c
+    return out
+
+
+def _erf_core(x: np.ndarray) -> np.ndarray:
+    """erf on |x| ≤ 1 (x clipped there first, so no polynomial overflows elsewhere)."""
+    xs = np.clip(x, -1.0, 1.0)
+    zs = xs * xs
+    return xs * _poly(_ERF_T, zs) / _poly(_ERF_U, zs)
+
+
+def _erfc_tail(x: np.ndarray) -> np.ndarray:
+    """erfc(|x|) for |x| ≥ 1 (|x| clipped to [1, 30]; erfc(30) underflows to 0)."""
+    a = np.clip(np.abs(x), 1.0, 30.0)
+    ratio = np.where(a < 8.0, _poly(_ERFC_P, a) / _poly(_ERFC_Q, a), _poly(_ERFC_R, a) / _poly(_ERFC_S, a))
+    with np.errstate(under="ignore"):
+        return np.exp(-(a * a)) * ratio
+
+
+def erf(x: np.ndarray) -> np.ndarray:
+    """The error function, element-wise (tf.math.erf; NumPy has none). NaN stays NaN."""
+    return np.where(np.abs(x) <= 1.0, _erf_core(x), np.copysign(1.0 - _erfc_tail(x), x))
+
+
+def erfc(x: np.ndarray) -> np.ndarray:
+    """1 − erf(x) without the cancellation for large x (tf.math.erfc). NaN stays NaN."""
+    tail = _erfc_tail(x)
+    return np.where(np.abs(x) < 1.0, 1.0 - _erf_core(x), np.where(x < 0, 2.0 - tail, tail))
+
+
 def softmax_xent(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-row loss and backprop of tf.nn.softmax_cross_entropy_with_logits, (n, k) -> (n,), (n, k).
 

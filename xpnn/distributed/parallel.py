@@ -115,6 +115,13 @@ class DataParallel(Strategy, Callback):
         world = self.connect()
         mpi = self.mpi
         assert mpi is not None and state.settings is not None
+        modal = [layer.name for layer in model.layers if layer.takes_training]
+        if modal:
+            raise ValueError(
+                f"data-parallel training of a model with {', '.join(sorted(set(modal)))} would not equal one process: "
+                "each rank would see only its shard's batch statistics or draw its own dropout masks. Train it in "
+                "one process (without distributed=True)."
+            )
         s = state.settings
         self.optimizer = s.optimizer
         settings = {

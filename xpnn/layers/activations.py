@@ -1,90 +1,99 @@
-"""Element-wise activations and softmax, each cached by its output (all their gradients need only that)."""
+"""Activation layers (keras.layers.ReLU, LeakyReLU, ELU, Softmax, Activation, ...) over `activation_fns`."""
 
 from __future__ import annotations
 
-from xpnn.backends import get_backend
+from typing import Any
+
+from xpnn.layers.activation_fns import ActivationFn, get_activation, with_params
 from xpnn.layers.base import Layer
 from xpnn.types import Array
 
 
-def relu_forward(x: Array) -> Array:
-    """max(x, 0), as tf.nn.relu."""
-    return get_backend().xp.maximum(x, 0.0)
-
-
-def relu_backward(dout: Array, out: Array) -> Array:
-    """dout where the output is positive (TF's ReluGrad: 0 at x = 0)."""
-    return get_backend().kernels.relu_grad(dout, out)
-
-
-def sigmoid_forward(x: Array) -> Array:
-    """1 / (1 + exp(-x)), computed as exp(-log(1 + exp(-x))) so no exp overflows."""
-    xp = get_backend().xp
-    return xp.exp(-xp.logaddexp(0.0, -x))
-
-
-def sigmoid_backward(dout: Array, out: Array) -> Array:
-    """dout · σ · (1 − σ)."""
-    return dout * out * (1.0 - out)
-
-
-def tanh_forward(x: Array) -> Array:
-    """tanh(x) elementwise (`tf.math.tanh`)."""
-    return get_backend().xp.tanh(x)
-
-
-def tanh_backward(dout: Array, out: Array) -> Array:
-    """dout · (1 − tanh²)."""
-    return dout * (1.0 - out * out)
-
-
-def softmax_forward(x: Array) -> Array:
-    """Row-wise softmax over the last axis, shifted by the row max, as tf.nn.softmax."""
-    xp = get_backend().xp
-    e = xp.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def softmax_backward(dout: Array, out: Array) -> Array:
-    """s · (dout − Σ dout·s), the softmax Jacobian-vector product."""
-    return out * (dout - (dout * out).sum(axis=-1, keepdims=True))
-
-
 class _Activation(Layer):
-    _forward = staticmethod(relu_forward)
-    _backward = staticmethod(relu_backward)
+    """A layer that applies one activation function element-wise (softmax: over the last axis)."""
 
-    def forward(self, x: Array) -> tuple[Array, Array]:
-        out = self._forward(x)
-        return out, out
+    fn: ActivationFn = get_activation("relu")
 
-    def backward(self, dout: Array, cache: Array, need_dx: bool = True) -> tuple[Array | None, dict]:
-        return (self._backward(dout, cache) if need_dx else None), {}
+    def forward(self, x: Array) -> tuple[Array, Array | None]:
+        return self.fn.forward(x)
+
+    def backward(self, dout: Array, cache: Array | None, need_dx: bool = True) -> tuple[Array | None, dict]:
+        return (self.fn.backward(dout, cache) if need_dx else None), {}
 
 
 class ReLU(_Activation):
-    """ReLU(): max(x, 0) (`keras.layers.ReLU`, `tf.nn.relu`)."""
+    """ReLU(): max(x, 0)."""
 
 
 class Sigmoid(_Activation):
-    """Sigmoid(): 1 / (1 + exp(-x)) (`keras.layers.Activation("sigmoid")`, `tf.math.sigmoid`)."""
+    """Sigmoid(): 1 / (1 + exp(-x))."""
 
-    _forward = staticmethod(sigmoid_forward)
-    _backward = staticmethod(sigmoid_backward)
+    fn = get_activation("sigmoid")
 
 
 class Tanh(_Activation):
-    """Tanh(): tanh(x) (`keras.layers.Activation("tanh")`, `tf.math.tanh`)."""
+    """Tanh(): tanh(x)."""
 
-    _forward = staticmethod(tanh_forward)
-    _backward = staticmethod(tanh_backward)
+    fn = get_activation("tanh")
 
 
 class Softmax(_Activation):
-    """Softmax(): softmax over the last axis (`keras.layers.Softmax`, `tf.nn.softmax`).
+    """Softmax(): softmax over the last axis (pair logits with softmax_cross_entropy instead for training)."""
 
-    For training, end the model with logits and use `softmax_cross_entropy` instead.
-    """
+    fn = get_activation("softmax")
 
-    _forward = staticmethod(softmax_forward)
-    _backward = staticmethod(softmax_backward)
+
+class LeakyReLU(_Activation):
+    """LeakyReLU(negative_slope=0.3): x where x > 0, else slope·x, as keras.layers.LeakyReLU."""
+
+    def __init__(self, negative_slope: float = 0.3) -> None:
+        super().__init__()
+        if isinstance(negative_slope, bool) or not isinstance(negative_slope, (int, float)) or not negative_slope >= 0:
+            raise ValueError(
+                f"LeakyReLU expects a non-negative float negative_slope; received negative_slope={negative_slope!r}."
+            )
+        self.negative_slope = float(negative_slope)
+        self.fn = with_params("leaky_relu", negative_slope=self.negative_slope)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"negative_slope": self.negative_slope}
+
+
+class ELU(_Activation):
+    """ELU(alpha=1.0): x where x > 0, else alpha·(exp(x) − 1), as keras.layers.ELU."""
+
+    def __init__(self, alpha: float = 1.0) -> None:
+        super().__init__()
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+            raise TypeError(f"ELU expects a float alpha; received alpha={alpha!r}.")
+        self.alpha = float(alpha)
+        self.fn = with_params("elu", alpha=self.alpha)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"alpha": self.alpha}
+
+
+class GELU(_Activation):
+    """GELU(approximate=False): x·Φ(x) with the exact erf, or tf.nn.gelu's tanh form (keras.activations.gelu)."""
+
+    def __init__(self, approximate: bool = False) -> None:
+        super().__init__()
+        if not isinstance(approximate, bool):
+            raise TypeError(f"GELU expects approximate=True or False; received approximate={approximate!r}.")
+        self.approximate = approximate
+        self.fn = with_params("gelu", approximate=approximate)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"approximate": self.approximate}
+
+
+class Activation(_Activation):
+    """Activation(activation): an activation by Keras's name ("relu", "gelu", "silu", ...), keras.layers.Activation."""
+
+    def __init__(self, activation: str) -> None:
+        super().__init__()
+        self.fn = get_activation(activation)
+        self.activation = self.fn.name
+
+    def get_config(self) -> dict[str, Any]:
+        return {"activation": self.activation}

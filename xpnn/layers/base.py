@@ -10,18 +10,22 @@ and take `forward(x, training=False)`, as Keras's `call(inputs, training=None)`;
 weights (handed to optimizers); `non_trainable` holds weights that training changes by other means
 (BatchNorm's moving statistics). `get_weights()` lists each layer's params then its non_trainable,
 Keras's order. A layer with state outside its weights (Dropout's random stream) returns it from
-`get_state()` (JSON-friendly) so that checkpoints resume it exactly.
+`get_state()` (JSON-friendly) so that checkpoints resume it exactly. `regularizers` maps param keys
+to penalties (xpnn.regularizers) that the model adds to the cost and to those params' gradients.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from xpnn.backends import get_backend
 from xpnn.types import Array, IntPair
+
+if TYPE_CHECKING:
+    from xpnn.regularizers import Regularizer
 
 
 class Layer:
@@ -37,6 +41,7 @@ class Layer:
     def __init__(self) -> None:
         self.params: dict[str, Array] = {}
         self.non_trainable: dict[str, Array] = {}
+        self.regularizers: dict[str, Regularizer] = {}  # penalties on params, keyed like them ("w", "b", ...)
         self.input_shape: tuple[int, ...] | None = None
         self.output_shape: tuple[int, ...] | None = None
 

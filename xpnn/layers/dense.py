@@ -1,4 +1,4 @@
-"""Fully connected layer with an (in, out) kernel, as keras.layers.Dense without activation."""
+"""Fully connected layer with an (in, out) kernel, as keras.layers.Dense."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from typing import Any
 
 import numpy as np
 
+from xpnn import regularizers
 from xpnn.backends import get_backend
 from xpnn.init import get_initializer
+from xpnn.layers.activation_fns import activate, deactivate, get_activation
 from xpnn.layers.base import Layer
 from xpnn.types import Array
 
@@ -34,15 +36,28 @@ def dense_backward(dout: Array, cache: DenseCache, need_dx: bool = True) -> tupl
 
 
 class Dense(Layer):
-    """Dense(units): out = x·W + b with W shaped (in, out) (`keras.layers.Dense`)."""
+    """Dense(units, activation=None, use_bias=True, ...): out = activation(x·W + b) with W shaped (in, out)
+    (`keras.layers.Dense`)."""
 
-    def __init__(self, units: int, use_bias: bool = True, kernel_initializer: str = "glorot_uniform") -> None:
+    def __init__(
+        self,
+        units: int,
+        activation: str | None = None,
+        use_bias: bool = True,
+        kernel_initializer: str = "glorot_uniform",
+        *,  # Keras has bias_initializer next
+        kernel_regularizer: Any = None,
+        bias_regularizer: Any = None,
+    ) -> None:
         super().__init__()
         if not isinstance(units, (int, np.integer)) or isinstance(units, bool) or units < 1:
             raise ValueError(f"Dense expects a positive integer number of units; received units={units!r}.")
         self.units = int(units)
+        self.activation = get_activation(activation)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = get_initializer(kernel_initializer)
+        specs = {"w": kernel_regularizer, "b": bias_regularizer}
+        self.regularizers = {k: r for k, spec in specs.items() if (r := regularizers.get(spec)) is not None}
 
     def compute_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(input_shape) != 1:
@@ -62,14 +77,23 @@ class Dense(Layer):
             self.params["b"] = backend.xp.zeros((self.units,), dtype=dtype)
         return out_shape
 
-    def forward(self, x: Array) -> tuple[Array, DenseCache]:
-        return dense_forward(x, self.params["w"], self.params.get("b"))
+    def forward(self, x: Array) -> tuple[Array, Any]:
+        out, cache = dense_forward(x, self.params["w"], self.params.get("b"))
+        return activate(self.activation, out, cache)
 
-    def backward(self, dout: Array, cache: DenseCache, need_dx: bool = True) -> tuple[Array | None, dict[str, Array]]:
+    def backward(self, dout: Array, cache: Any, need_dx: bool = True) -> tuple[Array | None, dict[str, Array]]:
+        dout, cache = deactivate(self.activation, dout, cache)
         dx, grads = dense_backward(dout, cache, need_dx)
         if not self.use_bias:
             del grads["b"]
         return dx, grads
 
     def get_config(self) -> dict[str, Any]:
-        return {"units": self.units, "use_bias": self.use_bias, "kernel_initializer": self.kernel_initializer.name}
+        return {
+            "units": self.units,
+            "activation": self.activation.name,
+            "use_bias": self.use_bias,
+            "kernel_initializer": self.kernel_initializer.name,
+            "kernel_regularizer": regularizers.serialize(self.regularizers.get("w")),
+            "bias_regularizer": regularizers.serialize(self.regularizers.get("b")),
+        }

@@ -136,8 +136,16 @@ class ConvReluPool:
 
     @staticmethod
     def applies(conv: Layer, relu: Layer, pool: Layer) -> bool:
-        """Whether the three layers match the pattern and the pool windows tile the conv output exactly."""
+        """Whether the three layers match the pattern and the pool windows tile the conv output exactly.
+
+        Declines (the layers then run one by one) for anything but a plain conv: a dilated or grouped
+        Conv2D, one with its own `activation=`, a subclass (DepthwiseConv2D, SeparableConv2D, custom
+        layers), any layer between conv and pool (BatchNormalization, Dropout), or pool windows that
+        overlap, skip or pad the conv output.
+        """
         if type(conv) is not Conv2D or type(relu) is not ReLU or type(pool) is not MaxPool2D:
+            return False
+        if conv.dilation_rate != (1, 1) or conv.groups != 1 or not conv.activation.is_linear:
             return False
         if pool.pool_size != pool.strides or conv.output_shape is None:
             return False

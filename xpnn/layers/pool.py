@@ -48,12 +48,12 @@ def maxpool_forward(
 
 
 def maxpool_backward(dout: Array, cache: PoolCache) -> Array:
-    """Route each output gradient to the input cell that won its window."""
+    """Route each output gradient to the input cell that won its window (only there: a NaN gradient stays put)."""
     xp = get_backend().xp
     n, out_h, out_w, c = dout.shape
     kh, kw = cache.pool_size
     won = cache.argmax[:, :, :, None, :] == xp.arange(kh * kw)[:, None]
-    patches = (won * dout[:, :, :, None, :]).reshape(n, out_h, out_w, kh, kw, c)
+    patches = xp.where(won, dout[:, :, :, None, :], xp.zeros((), dtype=dout.dtype)).reshape(n, out_h, out_w, kh, kw, c)
     return crop_hw(windows_add(patches, cache.padded_shape, cache.strides), cache.pads)
 
 
