@@ -100,3 +100,36 @@ def test_a_batch_source_trains_as_the_same_batches_from_arrays(data):
         gen.fit(Batches(x, y), sample_weight=np.ones(len(x)), verbose=0)
     with pytest.raises(ValueError, match="fit needs labels y with arrays x"):
         gen.fit(x, verbose=0)
+
+
+def test_class_weight_is_sample_weight_by_label_and_bad_keys_are_named(data):
+    (x, y), _ = data
+    kwargs = {"epochs": 2, "batch_size": 16, "optimizer": "sgd", "verbose": 0, "seed": 3}
+    by_class = reference_model("float64", seed=1).fit(x, y, class_weight={0: 2.0, 3: 0.5}, **kwargs)
+    weights = np.where(y == 0, 2.0, np.where(y == 3, 0.5, 1.0))
+    by_sample = reference_model("float64", seed=1).fit(x, y, sample_weight=weights, **kwargs)
+    assert by_class.history["loss"] == by_sample.history["loss"]
+    plain = reference_model("float64", seed=1).fit(x, y, **kwargs)
+    assert plain.history["loss"] != by_class.history["loss"]
+    with pytest.raises(ValueError, match=r"class_weight keys must be class indices 0\.\.5; got \[7\]"):
+        reference_model(seed=1).fit(x, y, class_weight={7: 1.0}, verbose=0)
+    with pytest.raises(ValueError, match=r"sample_weight must be 40 numbers"):
+        reference_model(seed=1).fit(x, y, sample_weight=np.ones(3), verbose=0)
+
+
+def test_a_one_unit_sigmoid_model_reports_binary_accuracy_only_when_asked():
+    """Issue 15: Dense(1) + binary loss reported accuracy 1.0 at chance; mse reported accuracy too."""
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((64, 3)), rng.integers(0, 2, 64)
+    model = xpnn.Sequential([xpnn.Dense(1)], dtype="float64")
+    h = model.fit(x, y, epochs=1, loss=xpnn.losses.BinaryCrossentropy(from_logits=True), verbose=0, optimizer="sgd")
+    assert set(h.history) == {"loss", "seconds"}
+    h = model.fit(x, y, epochs=1, loss=xpnn.losses.BinaryCrossentropy(from_logits=True), metrics=["accuracy"],
+                  verbose=0, optimizer="sgd")  # fmt: skip
+    logits = model.predict(x)[:, 0]
+    assert 0.2 < h.history["accuracy"][0] < 0.8  # chance, not 1.0
+    assert model.evaluate(x, y, loss=xpnn.losses.BinaryCrossentropy(from_logits=True), metrics=["accuracy"])[
+        "accuracy"
+    ] == pytest.approx(np.mean((logits > 0) == y))
+    h = xpnn.Sequential([xpnn.Dense(1)]).fit(x, rng.standard_normal(64), loss="mse", verbose=0)
+    assert "accuracy" not in h.history

@@ -35,8 +35,9 @@ def test_regularizers_join_the_reported_loss_and_the_gradient():
     assert h.history["loss"][0] == pytest.approx(b.cost, rel=1e-12)  # Keras reports the penalised loss
 
 
-def test_a_killed_run_with_dropout_and_early_stopping_resumes_bit_identically(tmp_path):
-    """The run folder's checkpoint keeps Dropout's stream and the callbacks' state: 2 + 2 epochs == 4 epochs."""
+def test_a_stopped_run_with_dropout_and_every_keras_callback_resumes_bit_identically(tmp_path):
+    """The run folder's checkpoint keeps Dropout's stream, the learning rate the callbacks changed, and each
+    callback's state (best value, waits, best weights, CSV rows): 2 + 2 epochs == 4 epochs, to the bit."""
     (x, y), (xt, yt) = xpnn.datasets.load_embedded(n_train=32, n_test=8)
 
     def model():
@@ -44,19 +45,35 @@ def test_a_killed_run_with_dropout_and_early_stopping_resumes_bit_identically(tm
                   xpnn.Flatten(), xpnn.Dropout(0.3), xpnn.BatchNormalization(), xpnn.Dense(6)]  # fmt: skip
         return xpnn.Sequential(layers, dtype="float64").build((64, 64, 3), seed=3)
 
-    def fit(m, epochs, run_dir, resume=False):
-        stop = xpnn.callbacks.EarlyStopping(monitor="val_loss", patience=10, restore_best_weights=True)
+    def fit(m, epochs, run_dir, out, resume=False):
+        cb = xpnn.callbacks
+        out.mkdir(exist_ok=True)
+        stop = cb.EarlyStopping(monitor="val_loss", patience=10, restore_best_weights=True)
+        every = [
+            stop,
+            cb.ModelCheckpoint(str(out / "best.h5"), monitor="val_loss", save_best_only=True),
+            cb.LearningRateScheduler(lambda epoch, lr: lr * 0.9),
+            cb.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=1, min_delta=10.0),  # fires every epoch
+            cb.CSVLogger(str(out / "log.csv")),
+            cb.TerminateOnNaN(),
+        ]
         return m.fit(x, y, epochs=epochs, batch_size=8, optimizer=xpnn.Adam(0.01), validation_data=(xt, yt),
-                     verbose=0, run_dir=run_dir, resume=resume, callbacks=[stop]), stop  # fmt: skip
+                     verbose=0, run_dir=run_dir, resume=resume, callbacks=every), stop  # fmt: skip
 
-    straight, stop_a = fit(model(), 4, tmp_path / "a")
+    straight, stop_a = fit(model(), 4, tmp_path / "a", tmp_path / "a-files")
     first = model()
-    fit(first, 2, tmp_path / "b")
+    fit(first, 2, tmp_path / "b", tmp_path / "b-files")
     (folder,) = (tmp_path / "b").iterdir()
     resumed_model = model()
-    resumed, stop_b = fit(resumed_model, 4, folder, resume=True)
+    resumed, stop_b = fit(resumed_model, 4, folder, tmp_path / "b-files", resume=True)
     assert resumed.history["loss"] == straight.history["loss"]
     assert stop_b.get_state()["best"] == stop_a.get_state()["best"]
+    def rows(run):  # the CSV without its wall-clock column
+        lines = [line.split(",") for line in (tmp_path / f"{run}-files" / "log.csv").read_text().splitlines()]
+        drop = lines[0].index("seconds")
+        return [row[:drop] + row[drop + 1 :] for row in lines]
+
+    assert rows("a") == rows("b") and len(rows("a")) == 5
     a_model = model()
     a_model.set_weights(xpnn.load_model(next((tmp_path / "a").iterdir()) / "model.h5").get_weights())
     for u, v in zip(resumed_model.get_weights(), a_model.get_weights()):

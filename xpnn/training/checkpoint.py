@@ -205,6 +205,7 @@ class BackupAndRestore(Callback):
     training ends; `fit(checkpoint=path)` keeps it, so a later fit can continue with more epochs.
     """
 
+    restores = True
     root_only = True  # distributed runs: rank 0 restores and writes; the strategy broadcasts its state
 
     def __init__(self, path: str | os.PathLike, delete_checkpoint: bool = True) -> None:

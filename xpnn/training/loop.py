@@ -97,6 +97,7 @@ class Callback:
 
     record = False
     root_only = False
+    restores = False  # True: its on_train_begin may restore a checkpoint (it runs before the others' then)
 
     def on_train_begin(self, model: Model, state: TrainState) -> None: ...
     def on_epoch_begin(self, model: Model, state: TrainState) -> None: ...
@@ -252,7 +253,7 @@ def train_epochs(
     state.callbacks = callbacks
     model.stop_training = False
     try:
-        for cb in callbacks:
+        for cb in sorted(callbacks, key=lambda cb: not cb.restores):  # restore first: others then see the state
             cb.on_train_begin(model, state)
         strategy.begin(model, feed.x if isinstance(feed, ArrayFeed) else None,
                        feed.y if isinstance(feed, ArrayFeed) else None, validation, state)  # fmt: skip

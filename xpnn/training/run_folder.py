@@ -139,6 +139,7 @@ class Run(Callback):
     the run's own and restores its last checkpoint (the format and checks of `xpnn.training.checkpoint`).
     """
 
+    restores = True
     root_only = True  # distributed runs: rank 0 alone writes and prints
 
     def __init__(self, spec: RunDir, verbose: int = 1) -> None:
