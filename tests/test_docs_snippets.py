@@ -48,7 +48,7 @@ def write_idx(path: Path, array: np.ndarray) -> None:
 
 
 def make_files(folder: Path, x: np.ndarray, y: np.ndarray) -> None:
-    """The files the pages read: images.npy/labels.npy, an IDX pair, flowers/, model.keras and model.h5."""
+    """The files the pages read: images.npy/labels.npy, an IDX pair, flowers/, CIFAR-10, model.keras, model.h5."""
     np.save(folder / "images.npy", x)
     np.save(folder / "labels.npy", y)
     rng = np.random.default_rng(0)
@@ -62,6 +62,12 @@ def make_files(folder: Path, x: np.ndarray, y: np.ndarray) -> None:
             Image.fromarray(x[i]).save(folder / "flowers" / f"class{label}" / f"{i}.png")
     except ImportError:
         pass
+    cifar = folder / "cifar-10-batches-bin"  # CIFAR-10's binary layout: records of label byte + 3072 pixels
+    cifar.mkdir()
+    for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
+        records = rng.integers(0, 256, (4, 3073), dtype=np.uint8)
+        records[:, 0] %= 10
+        records.tofile(cifar / name)
     model = reference_model(dtype="float32")
     model.to_keras(folder / "model.keras")
     model.save(folder / "model.h5")
