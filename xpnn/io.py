@@ -213,6 +213,7 @@ def layers_from_configs(configs: Any, where: str = "layers") -> list[Layer]:
 
 
 def optimizer_config(optimizer: Optimizer) -> dict[str, Any]:
+    """{"class_name", "config"} of an optimizer, as a model file stores it (Keras's serialization)."""
     return {"class_name": type(optimizer).__name__, "config": optimizer.get_config()}
 
 

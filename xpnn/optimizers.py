@@ -336,6 +336,7 @@ class Optimizer:
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Optimizer:
+        """The optimizer `get_config` describes (Keras's `Optimizer.from_config`)."""
         return cls(**config)
 
     def __repr__(self) -> str:

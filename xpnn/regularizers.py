@@ -34,9 +34,11 @@ class Regularizer:
         raise NotImplementedError
 
     def gradient(self, w: Array) -> Array:
+        """The penalty's gradient with respect to `w` (added to the weight's gradient)."""
         raise NotImplementedError
 
     def get_config(self) -> dict[str, float]:
+        """The constructor arguments, JSON-friendly (Keras's `get_config`); `cls(**config)` rebuilds it."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -76,6 +78,7 @@ class L1L2(Regularizer):
         return total
 
     def gradient(self, w: Array) -> Array:
+        """The penalty's gradient with respect to `w` (added to the weight's gradient)."""
         xp = get_backend().xp
         l1, l2 = self._factors()
         grad = xp.zeros_like(w)
@@ -86,6 +89,7 @@ class L1L2(Regularizer):
         return grad
 
     def get_config(self) -> dict[str, float]:
+        """The constructor arguments, JSON-friendly (Keras's `get_config`); `cls(**config)` rebuilds it."""
         return {"l1": self.l1, "l2": self.l2}
 
 
@@ -99,6 +103,7 @@ class L1(L1L2):
         return self.l1, 0.0  # keras L1 multiplies by the Python float itself
 
     def get_config(self) -> dict[str, float]:
+        """The constructor arguments, JSON-friendly (Keras's `get_config`); `cls(**config)` rebuilds it."""
         return {"l1": self.l1}
 
 
@@ -109,6 +114,7 @@ class L2(L1L2):
         super().__init__(l2=l2)
 
     def get_config(self) -> dict[str, float]:
+        """The constructor arguments, JSON-friendly (Keras's `get_config`); `cls(**config)` rebuilds it."""
         return {"l2": self.l2}
 
 
