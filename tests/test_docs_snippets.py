@@ -1,4 +1,4 @@
-"""Every ```python block in README.md and docs/guide/*.md runs as written.
+"""Every ```python block in README.md, docs/index.md and docs/guide/*.md runs as written.
 
 The blocks of one page run in order in one namespace (a later block may use what an earlier one made), in a
 temporary folder that holds the small files the pages name (images.npy, an IDX pair, a .keras file). Names the
@@ -26,7 +26,7 @@ from xpnn.data.embedded import load_embedded
 from xpnn.reference import reference_model
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs" / "guide").glob("*.md"))]
+PAGES = [ROOT / "README.md", ROOT / "docs" / "index.md", *sorted((ROOT / "docs" / "guide").glob("*.md"))]
 BLOCK = re.compile(r"(?:<!--\s*snippet:\s*(?P<mark>[^>]*?)\s*-->\s*\n)?```python\n(?P<code>.*?)```", re.S)
 
 

@@ -49,6 +49,8 @@ def _weights(sample_weight: Any, n: int, dtype: Any) -> Array:
 class Loss:
     """A named loss; `loss(outputs, labels, sample_weight=None)` -> (cost, d cost / d outputs).
 
+    TF/Keras counterpart: keras.losses.Loss.
+
     Subclasses return per-sample values (n,) and their gradient (n, k) from `per_sample`; the base
     class reduces them ("sum_over_batch_size").
     """

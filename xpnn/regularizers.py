@@ -28,7 +28,10 @@ def _penalty(value: Any, name: str) -> float:
 
 
 class Regularizer:
-    """Base class: `__call__(w)` is the penalty, `gradient(w)` its derivative, `get_config()` the arguments."""
+    """Base class: `__call__(w)` is the penalty, `gradient(w)` its derivative, `get_config()` the arguments.
+
+    TF/Keras counterpart: keras.regularizers.Regularizer.
+    """
 
     def __call__(self, w: Array) -> Array:
         raise NotImplementedError
@@ -94,7 +97,10 @@ class L1L2(Regularizer):
 
 
 class L1(L1L2):
-    """L1(l1=0.01): l1·Σ|w|."""
+    """L1(l1=0.01): l1·Σ|w|.
+
+    TF/Keras counterpart: keras.regularizers.L1.
+    """
 
     def __init__(self, l1: float = 0.01) -> None:
         super().__init__(l1=l1)

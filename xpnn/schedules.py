@@ -53,7 +53,10 @@ class LearningRateSchedule:
 
 
 class ExponentialDecay(LearningRateSchedule):
-    """initial_learning_rate · decay_rate^(step / decay_steps), the exponent floored when `staircase`."""
+    """initial_learning_rate · decay_rate^(step / decay_steps), the exponent floored when `staircase`.
+
+    TF/Keras counterpart: keras.optimizers.schedules.ExponentialDecay.
+    """
 
     def __init__(
         self, initial_learning_rate: float, decay_steps: int, decay_rate: float, staircase: bool = False
@@ -80,7 +83,10 @@ class ExponentialDecay(LearningRateSchedule):
 
 
 class PiecewiseConstantDecay(LearningRateSchedule):
-    """values[0] while step <= boundaries[0], values[i] while boundaries[i-1] < step <= boundaries[i], ..."""
+    """values[0] while step <= boundaries[0], values[i] while boundaries[i-1] < step <= boundaries[i], ...
+
+    TF/Keras counterpart: keras.optimizers.schedules.PiecewiseConstantDecay.
+    """
 
     def __init__(self, boundaries: list[int], values: list[float]) -> None:
         if len(boundaries) != len(values) - 1 or not boundaries:
@@ -105,7 +111,10 @@ class PiecewiseConstantDecay(LearningRateSchedule):
 
 
 class InverseTimeDecay(LearningRateSchedule):
-    """initial_learning_rate / (1 + decay_rate · step / decay_steps), the ratio floored when `staircase`."""
+    """initial_learning_rate / (1 + decay_rate · step / decay_steps), the ratio floored when `staircase`.
+
+    TF/Keras counterpart: keras.optimizers.schedules.InverseTimeDecay.
+    """
 
     def __init__(
         self, initial_learning_rate: float, decay_steps: int, decay_rate: float, staircase: bool = False
@@ -132,7 +141,10 @@ class InverseTimeDecay(LearningRateSchedule):
 
 
 class PolynomialDecay(LearningRateSchedule):
-    """(initial − end) · (1 − step/decay_steps)^power + end; with `cycle` decay_steps grows to the next multiple."""
+    """(initial − end) · (1 − step/decay_steps)^power + end; with `cycle` decay_steps grows to the next multiple.
+
+    TF/Keras counterpart: keras.optimizers.schedules.PolynomialDecay.
+    """
 
     def __init__(
         self,

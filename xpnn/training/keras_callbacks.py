@@ -185,7 +185,10 @@ class EarlyStopping(MonitorCallback):
 
 
 def write_weights(path: str | os.PathLike, weights: list[np.ndarray]) -> Path:
-    """Write `weights` (get_weights() order) to an HDF5 `.weights.h5` file atomically."""
+    """Write `weights` (get_weights() order) to an HDF5 `.weights.h5` file atomically.
+
+    TF/Keras counterpart: keras.Model.save_weights.
+    """
 
     def write(tmp: Path) -> None:
         with h5py.File(tmp, "w") as f:
@@ -198,7 +201,10 @@ def write_weights(path: str | os.PathLike, weights: list[np.ndarray]) -> Path:
 
 
 def read_weights(path: str | os.PathLike) -> list[np.ndarray]:
-    """The arrays `write_weights` wrote, in order (for `model.set_weights`)."""
+    """The arrays `write_weights` wrote, in order (for `model.set_weights`).
+
+    TF/Keras counterpart: keras.Model.load_weights.
+    """
     with h5py.File(path, "r") as f:
         if f.attrs.get("format") != WEIGHTS_FORMAT:
             raise ValueError(f"{path} is not an xpnn weights file (from ModelCheckpoint(save_weights_only=True)).")
