@@ -100,7 +100,6 @@ def test_page_snippets_run(page: Path, tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.delenv("XPNN_BACKEND", raising=False)
     monkeypatch.setattr(xpnn.datasets, "load_signs", lambda *a, **k: small_data())
     monkeypatch.setattr(xpnn.datasets, "load_embedded", lambda *a, **k: small_data())
-    monkeypatch.setattr(xpnn, "set_backend", lambda name: None)  # `set_backend("cupy")` in a tour: no GPU here
     ns = namespace()
     make_files(tmp_path, ns["x"], ns["y"])
     ran = 0
