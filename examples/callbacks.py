@@ -4,10 +4,8 @@ python examples/callbacks.py            # up to 30 epochs on the embedded hand-s
 python examples/callbacks.py --smoke    # 2 epochs on 64 images (CI)
 
 `EarlyStopping`, `ModelCheckpoint` and `LearningRateScheduler` have Keras 3's names and arguments
-(issue 15); on an xpnn without them the script says so and exits with status 77. BackupAndRestore
-(resume after a crash) is on every branch.
+(`keras.callbacks`); `BackupAndRestore` resumes after a crash.
 """
-# verify after merge: names and arguments are issue 15's; module assumed xpnn.callbacks.
 
 from __future__ import annotations
 
@@ -19,9 +17,7 @@ from pathlib import Path
 import xpnn
 import xpnn.callbacks
 from xpnn import Adam, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sequential
-
-SKIP = 77
-NEEDED = ("EarlyStopping", "ModelCheckpoint", "LearningRateScheduler")
+from xpnn.callbacks import EarlyStopping, LearningRateScheduler, ModelCheckpoint
 
 
 def schedule(epoch: int, lr: float) -> float:
@@ -33,11 +29,6 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="2 epochs on 64 images")
     args = parser.parse_args(argv)
-    missing = [name for name in NEEDED if not hasattr(xpnn.callbacks, name)]
-    if missing:
-        print(f"skipped: this example needs xpnn.callbacks.{', '.join(missing)} (issue 15), which this xpnn lacks.")
-        sys.exit(SKIP)
-    from xpnn.callbacks import EarlyStopping, LearningRateScheduler, ModelCheckpoint
 
     n_train, n_test, epochs = (64, 32, 2) if args.smoke else (600, 120, 30)
     (x, y), (xt, yt) = xpnn.datasets.load_embedded(n_train=n_train, n_test=n_test)

@@ -3,25 +3,22 @@
 python examples/keras_round_trip.py            # trains a small model first
 python examples/keras_round_trip.py --smoke    # 1 epoch on 64 images (CI)
 
-Uses `model.to_keras`, `xpnn.keras.load_model` and `model.to_onnx` (issue 17); on an xpnn without them the
-script says so and exits with status 77. Where TensorFlow is installed, Keras itself loads the file too;
+Uses `model.to_keras` (keras.Model.save's `.keras` archive), `xpnn.keras.load_model` (keras.models.load_model,
+without TensorFlow) and `model.to_onnx`. Where TensorFlow is installed, Keras itself loads the file too;
 where onnxruntime is installed, it runs the ONNX export.
 """
-# verify after merge: names are issue 17's; the ONNX input name is read from the session, not assumed.
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+import xpnn.keras
 from xpnn import Adam, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sequential
-
-SKIP = 77
 
 
 def rel(a: np.ndarray, b: np.ndarray) -> float:
@@ -33,10 +30,6 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="1 epoch on 64 images")
     args = parser.parse_args(argv)
-    if importlib.util.find_spec("xpnn.keras") is None or not hasattr(Sequential, "to_keras"):
-        print("skipped: this example needs xpnn.keras and Sequential.to_keras (issue 17), which this xpnn lacks.")
-        sys.exit(SKIP)
-    import xpnn.keras
 
     n_train, epochs = (64, 1) if args.smoke else (600, 5)
     (x, y), (xt, yt) = xpnn.datasets.load_embedded(n_train=n_train, n_test=32)
@@ -59,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             print("TensorFlow not installed: Keras's own load skipped (pip install -e '.[tf]')")
 
-        if hasattr(model, "to_onnx") and importlib.util.find_spec("onnxruntime") is not None:
+        if importlib.util.find_spec("onnxruntime") is not None:
             import onnxruntime
 
             onnx_path = Path(tmp) / "model.onnx"
@@ -69,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
             out = session.run(None, {name: xt.astype(np.float32) / 255.0})[0]
             print(f"ONNX (onnxruntime): predictions differ by {rel(out, ours):.1e} (relative)")
         else:
-            print("ONNX export skipped (needs Sequential.to_onnx and onnxruntime: pip install -e '.[onnx]')")
+            print("ONNX export skipped (needs onnxruntime: pip install -e '.[onnx]')")
 
 
 if __name__ == "__main__":

@@ -4,17 +4,14 @@ python examples/lenet_mnist.py --data path/to/mnist   # train-images-idx3-ubyte[
                                                       # t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]
 python examples/lenet_mnist.py --smoke                # writes small IDX files (synthetic digits), 1 epoch
 
-Reads with `xpnn.datasets.load_idx` (issue 17); on an xpnn without it the script says so and exits with 77.
+Reads with `xpnn.datasets.load_idx`: uint8 (n, 28, 28, 1) images (NHWC, one channel) and int64 labels.
 """
-# verify after merge: load_idx(images_path, labels_path) is assumed to return (x, y): uint8 (n, 28, 28) or
-# (n, 28, 28, 1) images and int labels.
 
 from __future__ import annotations
 
 import argparse
 import gzip
 import struct
-import sys
 import tempfile
 from pathlib import Path
 
@@ -23,7 +20,6 @@ import numpy as np
 import xpnn
 from xpnn import Adam, AvgPool2D, Conv2D, Dense, Flatten, ReLU, Sequential
 
-SKIP = 77
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -75,9 +71,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--smoke", action="store_true", help="generated IDX files (64 + 32 images), 1 epoch")
     args = parser.parse_args(argv)
-    if not hasattr(xpnn.datasets, "load_idx"):
-        print("skipped: this example needs xpnn.datasets.load_idx (issue 17), which this xpnn lacks.")
-        sys.exit(SKIP)
     if args.data is None and not args.smoke:
         parser.error("give --data FOLDER with the MNIST IDX files, or --smoke")
 
@@ -85,8 +78,7 @@ def main(argv: list[str] | None = None) -> None:
         folder = args.data or write_fake_mnist(Path(tmp))
         data = {}
         for split, (images, labels) in FILES.items():
-            x, y = xpnn.datasets.load_idx(find(folder, images), find(folder, labels))
-            data[split] = (x[..., None] if x.ndim == 3 else x, y)  # NHWC: one channel
+            data[split] = xpnn.datasets.load_idx(find(folder, images), find(folder, labels))
     (x, y), (xt, yt) = data["train"], data["test"]
     print(f"{len(x)} train / {len(xt)} test images of {x.shape[1:]} from {folder}")
 

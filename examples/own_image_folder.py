@@ -3,16 +3,13 @@
 python examples/own_image_folder.py path/to/folder      # folder/cats/*.png, folder/dogs/*.jpg, ...
 python examples/own_image_folder.py --smoke             # writes a tiny folder of PNGs (Pillow) and trains 1 epoch
 
-Classes are the subfolders, sorted by name; images are resized to --size. Uses
-`xpnn.datasets.image_folder` (issue 17); on an xpnn without it the script says so and exits with status 77.
+Classes are the subfolders, sorted by name; images are resized to --size. `xpnn.datasets.image_folder`
+returns the images (uint8 NHWC) and int labels, shuffled with the seed as Keras's image_dataset_from_directory.
 """
-# verify after merge: written against issue 17's signature; the return value is assumed to be (x, y) arrays
-# (uint8 NHWC images, int labels) when validation_split is None.
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
@@ -20,8 +17,6 @@ import numpy as np
 
 import xpnn
 from xpnn import Adam, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sequential
-
-SKIP = 77  # "skipped" exit status (tests/test_examples.py reports it as a skip)
 
 
 def write_tiny_folder(root: Path, classes: int = 3, per_class: int = 12, size: int = 32) -> Path:
@@ -45,19 +40,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--smoke", action="store_true", help="a generated folder of 36 PNGs, 1 epoch")
     args = parser.parse_args(argv)
-    if not hasattr(xpnn.datasets, "image_folder"):
-        print("skipped: this example needs xpnn.datasets.image_folder (issue 17), which this xpnn lacks.")
-        sys.exit(SKIP)
     if args.folder is None and not args.smoke:
         parser.error("give a folder of images (one subfolder per class), or --smoke")
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.folder or write_tiny_folder(Path(tmp) / "images")
         size, epochs = (32, 1) if args.smoke else (args.size, args.epochs)
-        x, y = xpnn.datasets.image_folder(folder, image_size=(size, size), color_mode="rgb", labels="inferred")
+        x, y = xpnn.datasets.image_folder(folder, image_size=(size, size), color_mode="rgb", labels="inferred",
+                                          seed=1)  # shuffled, so validation_split's last 20 % mixes the classes
     classes = int(y.max()) + 1
-    order = np.random.default_rng(1).permutation(len(x))  # the files come class by class; validation_split
-    x, y = x[order], y[order]                             # takes the last 20 %, so mix the classes first
     print(f"{len(x)} images of {x.shape[1:]} in {classes} classes from {folder}")
 
     model = Sequential(

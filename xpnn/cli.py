@@ -197,6 +197,8 @@ def data_from_run(config: dict[str, Any], say: Any = print) -> tuple[tuple, tupl
 
 
 def build_model(settings: dict[str, Any], input_shape: tuple[int, ...], classes: int) -> Any:
+    """The run's `Sequential`, built: the settings' `layers` (Keras-style class_name/config tables, as
+    `keras.Sequential.from_config` takes them) or the reference network; its output must match `classes`."""
     from xpnn.api import Sequential
     from xpnn.io import layers_from_configs
     from xpnn.reference import reference_layers
@@ -212,6 +214,7 @@ def build_model(settings: dict[str, Any], input_shape: tuple[int, ...], classes:
 
 
 def make_optimizer(name: str, learning_rate: float) -> Any:
+    """`--optimizer`'s optimizer: "adam" (TF's ApplyAdam form, epsilon 1e-8) or "sgd" (keras.optimizers.SGD)."""
     from xpnn.optimizers import SGD, Adam
     from xpnn.registry import lookup
 
@@ -221,6 +224,8 @@ def make_optimizer(name: str, learning_rate: float) -> Any:
 
 # ---- commands ----------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
+    """`xpnn train`: settings from defaults, `--config` and flags (or a run's config.json with `--resume`), the
+    data, a model and a run folder; prints the final train and test figures. A scripted `model.fit`."""
     from xpnn.backends import set_backend
     from xpnn.training.run_folder import RunDir, read_config
 
@@ -314,6 +319,7 @@ def _run_model(folder: str) -> tuple[Any, dict[str, Any]]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """`xpnn evaluate RUN`: loss and accuracy of the run's model on its train and test data (`Model.evaluate`)."""
     from xpnn.backends import set_backend
 
     set_backend(_env_backend())
@@ -359,6 +365,8 @@ def read_image(path: str, shape: tuple[int, ...], resize: bool) -> np.ndarray:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    """`xpnn predict RUN IMAGES...`: the class and softmax probability of each image file or folder's images
+    (`Model.predict`); for SIGNS-style names, how many match the label in the name."""
     from xpnn.backends import set_backend
 
     set_backend(_env_backend())
@@ -384,6 +392,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
+    """`xpnn runs`: one line per run folder with its status (an interrupted run shows as such) and figures."""
     from xpnn.runlock import describe_status
     from xpnn.training.run_folder import CONFIG, STATUS
 
@@ -418,6 +427,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 # ---- argument parsing --------------------------------------------------------------------------------
 def parser() -> argparse.ArgumentParser:
+    """The `xpnn` command's argument parser: the train, evaluate, predict and runs subcommands."""
     p = argparse.ArgumentParser(prog="xpnn", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 

@@ -213,6 +213,7 @@ def layers_from_configs(configs: Any, where: str = "layers") -> list[Layer]:
 
 
 def optimizer_config(optimizer: Optimizer) -> dict[str, Any]:
+    """{"class_name", "config"} of an optimizer, as a model file stores it (Keras's serialization)."""
     return {"class_name": type(optimizer).__name__, "config": optimizer.get_config()}
 
 
@@ -249,7 +250,10 @@ def write_model(f: h5py.File, model: Model, optimizer: Optimizer | None) -> None
 
 
 def save_model(model: Model, path: PathLike, optimizer: Optimizer | None = None) -> Path:
-    """Save `model` and `optimizer` (default: the one it last trained with, else its compiled one) atomically."""
+    """Save `model` and `optimizer` (default: the one it last trained with, else its compiled one) atomically.
+
+    TF/Keras counterpart: keras.saving.save_model, in xpnn's HDF5 format.
+    """
     model._require_built()
     opt = optimizer if optimizer is not None else getattr(model, "_last_optimizer", None) or model.optimizer
 
@@ -525,7 +529,10 @@ def _read_model(f: h5py.File, file: str, cls: type[Model]) -> tuple[Model, Optim
 
 
 def load_model(path: PathLike, cls: type[Model] | None = None) -> Model:
-    """The model saved at `path` (a `cls`; `xpnn.load_model` gives an `xpnn.Sequential`), with its saved optimizer."""
+    """The model saved at `path` (a `cls`; `xpnn.load_model` gives an `xpnn.Sequential`), with its saved optimizer.
+
+    TF/Keras counterpart: keras.saving.load_model for xpnn's files.
+    """
     with open_model_file(path) as f:
         model, optimizer = read_model(f, cls)
     if optimizer is not None:

@@ -49,6 +49,8 @@ def _weights(sample_weight: Any, n: int, dtype: Any) -> Array:
 class Loss:
     """A named loss; `loss(outputs, labels, sample_weight=None)` -> (cost, d cost / d outputs).
 
+    TF/Keras counterpart: keras.losses.Loss.
+
     Subclasses return per-sample values (n,) and their gradient (n, k) from `per_sample`; the base
     class reduces them ("sum_over_batch_size").
     """
@@ -58,6 +60,7 @@ class Loss:
     expects_activation = ""  # the activation a from-logits loss applies itself ("softmax" or "sigmoid")
 
     def per_sample(self, logits: Array, labels: Array) -> tuple[Array, Array]:
+        """Each sample's loss (n,) and its gradient with respect to that sample's outputs (n, k)."""
         raise NotImplementedError
 
     def __call__(self, logits: Array, labels: Array, sample_weight: Any = None) -> tuple[Array, Array]:
@@ -70,6 +73,7 @@ class Loss:
         return (values * sw).sum() / n, grad * (sw / n)[:, None]
 
     def get_config(self) -> dict[str, Any]:
+        """The constructor arguments, JSON-friendly (Keras's `get_config`); `cls(**config)` rebuilds it."""
         return {}
 
     def __repr__(self) -> str:
@@ -102,6 +106,7 @@ class SoftmaxCrossEntropy(Loss):
     expects_activation = "softmax"
 
     def per_sample(self, logits: Array, labels: Array) -> tuple[Array, Array]:
+        """Each sample's loss (n,) and its gradient with respect to that sample's outputs (n, k)."""
         return get_backend().kernels.softmax_xent(logits, labels)
 
     def __call__(self, logits: Array, labels: Array, sample_weight: Any = None) -> tuple[Array, Array]:
@@ -121,6 +126,7 @@ class SigmoidCrossEntropy(Loss):
     expects_activation = "sigmoid"
 
     def per_sample(self, logits: Array, labels: Array) -> tuple[Array, Array]:
+        """Each sample's loss (n,) and its gradient with respect to that sample's outputs (n, k)."""
         xp = get_backend().xp
         elementwise = xp.maximum(logits, 0.0) - logits * labels + xp.log1p(xp.exp(-xp.abs(logits)))
         sigmoid = xp.exp(-xp.logaddexp(0.0, -logits))
@@ -145,6 +151,7 @@ class MeanSquaredError(Loss):
     expects_activation = ""
 
     def per_sample(self, logits: Array, labels: Array) -> tuple[Array, Array]:
+        """Each sample's loss (n,) and its gradient with respect to that sample's outputs (n, k)."""
         diff = logits - labels
         return (diff * diff).mean(axis=1), diff * (2.0 / float(logits.shape[1]))
 
@@ -163,6 +170,7 @@ class MeanAbsoluteError(Loss):
     from_logits = False
 
     def per_sample(self, logits: Array, labels: Array) -> tuple[Array, Array]:
+        """Each sample's loss (n,) and its gradient with respect to that sample's outputs (n, k)."""
         xp = get_backend().xp
         diff = logits - labels
         return xp.abs(diff).mean(axis=1), xp.sign(diff) / float(logits.shape[1])
@@ -180,6 +188,7 @@ class Huber(Loss):
         self.delta = float(delta)
 
     def per_sample(self, logits: Array, labels: Array) -> tuple[Array, Array]:
+        """Each sample's loss (n,) and its gradient with respect to that sample's outputs (n, k)."""
         xp = get_backend().xp
         error = logits - labels
         abs_error = xp.abs(error)
@@ -190,6 +199,7 @@ class Huber(Loss):
         return values.mean(axis=1), grad / k
 
     def get_config(self) -> dict[str, Any]:
+        """The constructor arguments, JSON-friendly (Keras's `get_config`); `cls(**config)` rebuilds it."""
         return {"delta": self.delta}
 
 
@@ -213,6 +223,7 @@ class CategoricalCrossentropy(Loss):
         return labels * (1.0 - self.label_smoothing) + self.label_smoothing / float(labels.shape[1])
 
     def per_sample(self, logits: Array, labels: Array) -> tuple[Array, Array]:
+        """Each sample's loss (n,) and its gradient with respect to that sample's outputs (n, k)."""
         xp = get_backend().xp
         y = self._smooth(labels)
         if self.from_logits:
@@ -225,6 +236,7 @@ class CategoricalCrossentropy(Loss):
         return values, grad
 
     def get_config(self) -> dict[str, Any]:
+        """The constructor arguments, JSON-friendly (Keras's `get_config`); `cls(**config)` rebuilds it."""
         return {"from_logits": self.from_logits, "label_smoothing": self.label_smoothing}
 
 
@@ -246,6 +258,7 @@ class SparseCategoricalCrossentropy(Loss):
         return super().__call__(logits, _one_hot(labels, logits), sample_weight)
 
     def per_sample(self, logits: Array, labels: Array) -> tuple[Array, Array]:
+        """Each sample's loss (n,) and its gradient with respect to that sample's outputs (n, k)."""
         xp = get_backend().xp
         if self.from_logits:
             return get_backend().kernels.softmax_xent(logits, labels)
@@ -254,6 +267,7 @@ class SparseCategoricalCrossentropy(Loss):
         return values, xp.where(mask, backprop / c, 0.0)
 
     def get_config(self) -> dict[str, Any]:
+        """The constructor arguments, JSON-friendly (Keras's `get_config`); `cls(**config)` rebuilds it."""
         return {"from_logits": self.from_logits}
 
 
@@ -293,6 +307,7 @@ class BinaryCrossentropy(Loss):
         self.label_smoothing = _label_smoothing(label_smoothing)
 
     def per_sample(self, logits: Array, labels: Array) -> tuple[Array, Array]:
+        """Each sample's loss (n,) and its gradient with respect to that sample's outputs (n, k)."""
         xp = get_backend().xp
         y = labels * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing if self.label_smoothing else labels
         k = float(logits.shape[1])
@@ -304,6 +319,7 @@ class BinaryCrossentropy(Loss):
         return values.mean(axis=1), grad / k
 
     def get_config(self) -> dict[str, Any]:
+        """The constructor arguments, JSON-friendly (Keras's `get_config`); `cls(**config)` rebuilds it."""
         return {"from_logits": self.from_logits, "label_smoothing": self.label_smoothing}
 
 

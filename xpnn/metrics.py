@@ -26,7 +26,10 @@ MULTICLASS_LOSSES = ("softmax_cross_entropy", "categorical_crossentropy", "spars
 
 
 class Metric:
-    """A running, optionally weighted mean of per-sample values; subclasses define `values`."""
+    """A running, optionally weighted mean of per-sample values; subclasses define `values`.
+
+    TF/Keras counterpart: keras.metrics.Metric (a Mean of per-sample values).
+    """
 
     default_name = ""
 

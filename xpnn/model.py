@@ -57,7 +57,13 @@ def _positive_int(name: str, value: Any) -> int:
 
 
 class Model:
-    """A linear stack of layers with its weights and passes; `xpnn.Sequential` is this plus training and files."""
+    """A linear stack of layers with its weights and passes; `xpnn.Sequential` is this plus training and files.
+
+    The part of Keras's `keras.Model` (and `keras.Sequential`) that knows nothing of training: structure
+    (`layers`, `summary`, `count_params`), weights (`get_weights`/`set_weights`, Keras's order and TF's
+    layouts), the forward and backward passes, `predict` and `evaluate`. It imports no optimizer loop,
+    file format or MPI code (see the README's "Layout").
+    """
 
     def __init__(self, layers: Iterable[Layer], dtype: str = "float32") -> None:
         self.layers = list(layers)
@@ -78,6 +84,7 @@ class Model:
     # ---- structure and weights -------------------------------------------------------------------
     @property
     def built(self) -> bool:
+        """Whether `build` has created the weights (Keras's `Model.built`)."""
         return self.input_shape is not None
 
     def build(self, input_shape: Sequence[int], seed: int | None = 0) -> Model:
@@ -114,6 +121,7 @@ class Model:
 
     @property
     def output_shape(self) -> tuple[int, ...]:
+        """Per-sample output shape, without the batch axis (Keras's `Model.output_shape` has a leading None)."""
         self._require_built()
         return self.layers[-1].output_shape  # type: ignore[return-value]
 

@@ -53,10 +53,12 @@ class Graph:
         self._count = 0
 
     def name(self, base: str) -> str:
+        """A fresh node name from `base`."""
         self._count += 1
         return f"{base}_{self._count}"
 
     def const(self, base: str, value: Any, dtype: Any = None) -> str:
+        """Add `value` as an initializer (in the graph's dtype unless `dtype`); returns its name."""
         name = self.name(base)
         arr = np.asarray(value, dtype=dtype or self.dtype)
         self.initializers.append(self.onnx.numpy_helper.from_array(arr, name))
@@ -70,14 +72,17 @@ class Graph:
         return out
 
     def apply(self, op: str, **attrs: Any) -> str:
+        """Add node `op` on the current value; returns (and makes current) its output."""
         return self.node(op, [self.current], **attrs)
 
     def nchw(self) -> None:
+        """Transpose the current value to NCHW if it is NHWC (ONNX's conv and pool layout)."""
         if self.layout == "NHWC":
             self.apply("Transpose", perm=TO_NCHW)
             self.layout = "NCHW"
 
     def nhwc(self) -> None:
+        """Transpose the current value back to NHWC if it is NCHW."""
         if self.layout == "NCHW":
             self.apply("Transpose", perm=TO_NHWC)
             self.layout = "NHWC"

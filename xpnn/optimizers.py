@@ -68,6 +68,8 @@ def _optional_positive(name: str, value: Any) -> float | None:
 class Optimizer:
     """Updates a list of parameters in place from a list of gradients of the same shapes.
 
+    TF/Keras counterpart: keras.optimizers.Optimizer.
+
     Subclasses name their per-parameter slots in `slot_names()`, create them in `_new_slot` and write
     the update in `_update(params, grads, lr)`. State (`get_state`) is the step count, the learning rate
     when it is a number (so a callback's change survives a checkpoint), and the slots as backend arrays.
@@ -336,6 +338,7 @@ class Optimizer:
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Optimizer:
+        """The optimizer `get_config` describes (Keras's `Optimizer.from_config`)."""
         return cls(**config)
 
     def __repr__(self) -> str:

@@ -28,15 +28,20 @@ def _penalty(value: Any, name: str) -> float:
 
 
 class Regularizer:
-    """Base class: `__call__(w)` is the penalty, `gradient(w)` its derivative, `get_config()` the arguments."""
+    """Base class: `__call__(w)` is the penalty, `gradient(w)` its derivative, `get_config()` the arguments.
+
+    TF/Keras counterpart: keras.regularizers.Regularizer.
+    """
 
     def __call__(self, w: Array) -> Array:
         raise NotImplementedError
 
     def gradient(self, w: Array) -> Array:
+        """The penalty's gradient with respect to `w` (added to the weight's gradient)."""
         raise NotImplementedError
 
     def get_config(self) -> dict[str, float]:
+        """The constructor arguments, JSON-friendly (Keras's `get_config`); `cls(**config)` rebuilds it."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -76,6 +81,7 @@ class L1L2(Regularizer):
         return total
 
     def gradient(self, w: Array) -> Array:
+        """The penalty's gradient with respect to `w` (added to the weight's gradient)."""
         xp = get_backend().xp
         l1, l2 = self._factors()
         grad = xp.zeros_like(w)
@@ -86,11 +92,15 @@ class L1L2(Regularizer):
         return grad
 
     def get_config(self) -> dict[str, float]:
+        """The constructor arguments, JSON-friendly (Keras's `get_config`); `cls(**config)` rebuilds it."""
         return {"l1": self.l1, "l2": self.l2}
 
 
 class L1(L1L2):
-    """L1(l1=0.01): l1·Σ|w|."""
+    """L1(l1=0.01): l1·Σ|w|.
+
+    TF/Keras counterpart: keras.regularizers.L1.
+    """
 
     def __init__(self, l1: float = 0.01) -> None:
         super().__init__(l1=l1)
@@ -99,6 +109,7 @@ class L1(L1L2):
         return self.l1, 0.0  # keras L1 multiplies by the Python float itself
 
     def get_config(self) -> dict[str, float]:
+        """The constructor arguments, JSON-friendly (Keras's `get_config`); `cls(**config)` rebuilds it."""
         return {"l1": self.l1}
 
 
@@ -109,6 +120,7 @@ class L2(L1L2):
         super().__init__(l2=l2)
 
     def get_config(self) -> dict[str, float]:
+        """The constructor arguments, JSON-friendly (Keras's `get_config`); `cls(**config)` rebuilds it."""
         return {"l2": self.l2}
 
 

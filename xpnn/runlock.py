@@ -45,9 +45,11 @@ class RunLock:
 
     @property
     def held(self) -> bool:
+        """Whether this process holds the lock."""
         return self._fd is not None
 
     def acquire(self) -> RunLock:
+        """Take the lock (idempotent); a `RunInUseError` naming the holder's pid if another process has it."""
         if self._fd is not None:
             return self
         path = self.folder / LOCK_FILE

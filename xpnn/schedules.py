@@ -35,10 +35,12 @@ class LearningRateSchedule:
         raise NotImplementedError
 
     def get_config(self) -> dict[str, Any]:
+        """The constructor arguments, JSON-friendly (Keras's `get_config`); `cls(**config)` rebuilds it."""
         raise NotImplementedError
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> LearningRateSchedule:
+        """The schedule `get_config` describes (Keras's `from_config`)."""
         return cls(**config)
 
     def __repr__(self) -> str:
@@ -51,7 +53,10 @@ class LearningRateSchedule:
 
 
 class ExponentialDecay(LearningRateSchedule):
-    """initial_learning_rate · decay_rate^(step / decay_steps), the exponent floored when `staircase`."""
+    """initial_learning_rate · decay_rate^(step / decay_steps), the exponent floored when `staircase`.
+
+    TF/Keras counterpart: keras.optimizers.schedules.ExponentialDecay.
+    """
 
     def __init__(
         self, initial_learning_rate: float, decay_steps: int, decay_rate: float, staircase: bool = False
@@ -68,6 +73,7 @@ class ExponentialDecay(LearningRateSchedule):
         return self.initial_learning_rate * self.decay_rate**p
 
     def get_config(self) -> dict[str, Any]:
+        """The constructor arguments, JSON-friendly (Keras's `get_config`); `cls(**config)` rebuilds it."""
         return {
             "initial_learning_rate": self.initial_learning_rate,
             "decay_steps": self.decay_steps,
@@ -77,7 +83,10 @@ class ExponentialDecay(LearningRateSchedule):
 
 
 class PiecewiseConstantDecay(LearningRateSchedule):
-    """values[0] while step <= boundaries[0], values[i] while boundaries[i-1] < step <= boundaries[i], ..."""
+    """values[0] while step <= boundaries[0], values[i] while boundaries[i-1] < step <= boundaries[i], ...
+
+    TF/Keras counterpart: keras.optimizers.schedules.PiecewiseConstantDecay.
+    """
 
     def __init__(self, boundaries: list[int], values: list[float]) -> None:
         if len(boundaries) != len(values) - 1 or not boundaries:
@@ -97,11 +106,15 @@ class PiecewiseConstantDecay(LearningRateSchedule):
         return self.values[-1]
 
     def get_config(self) -> dict[str, Any]:
+        """The constructor arguments, JSON-friendly (Keras's `get_config`); `cls(**config)` rebuilds it."""
         return {"boundaries": list(self.boundaries), "values": list(self.values)}
 
 
 class InverseTimeDecay(LearningRateSchedule):
-    """initial_learning_rate / (1 + decay_rate · step / decay_steps), the ratio floored when `staircase`."""
+    """initial_learning_rate / (1 + decay_rate · step / decay_steps), the ratio floored when `staircase`.
+
+    TF/Keras counterpart: keras.optimizers.schedules.InverseTimeDecay.
+    """
 
     def __init__(
         self, initial_learning_rate: float, decay_steps: int, decay_rate: float, staircase: bool = False
@@ -118,6 +131,7 @@ class InverseTimeDecay(LearningRateSchedule):
         return self.initial_learning_rate / (1.0 + self.decay_rate * p)
 
     def get_config(self) -> dict[str, Any]:
+        """The constructor arguments, JSON-friendly (Keras's `get_config`); `cls(**config)` rebuilds it."""
         return {
             "initial_learning_rate": self.initial_learning_rate,
             "decay_steps": self.decay_steps,
@@ -127,7 +141,10 @@ class InverseTimeDecay(LearningRateSchedule):
 
 
 class PolynomialDecay(LearningRateSchedule):
-    """(initial − end) · (1 − step/decay_steps)^power + end; with `cycle` decay_steps grows to the next multiple."""
+    """(initial − end) · (1 − step/decay_steps)^power + end; with `cycle` decay_steps grows to the next multiple.
+
+    TF/Keras counterpart: keras.optimizers.schedules.PolynomialDecay.
+    """
 
     def __init__(
         self,
@@ -153,6 +170,7 @@ class PolynomialDecay(LearningRateSchedule):
         return (self.initial_learning_rate - self.end_learning_rate) * (1 - p) ** self.power + self.end_learning_rate
 
     def get_config(self) -> dict[str, Any]:
+        """The constructor arguments, JSON-friendly (Keras's `get_config`); `cls(**config)` rebuilds it."""
         return {
             "initial_learning_rate": self.initial_learning_rate,
             "decay_steps": self.decay_steps,
@@ -198,6 +216,7 @@ class CosineDecay(LearningRateSchedule):
         return self._decay(step_f - self.warmup_steps, self.warmup_target)
 
     def get_config(self) -> dict[str, Any]:
+        """The constructor arguments, JSON-friendly (Keras's `get_config`); `cls(**config)` rebuilds it."""
         return {
             "initial_learning_rate": self.initial_learning_rate,
             "decay_steps": self.decay_steps,

@@ -36,7 +36,10 @@ VERSION = 1
 
 @dataclass(frozen=True)
 class Trace:
-    """One forward and backward pass on host arrays; `grads` align with `model.get_weights()`."""
+    """One forward and backward pass on host arrays; `grads` align with `model.get_weights()`.
+
+    TF/Keras counterpart: What a tf.GradientTape around one step gives.
+    """
 
     cost: float
     logits: np.ndarray

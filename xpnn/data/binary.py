@@ -68,7 +68,10 @@ def read_idx(path: str | os.PathLike, ndim: int) -> np.ndarray:
 def load_idx(
     images_path: str | os.PathLike, labels_path: str | os.PathLike, num_classes: int = 10
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(x uint8 (n, rows, cols, 1), y int64) from an IDX image file and its label file (gzipped or not)."""
+    """(x uint8 (n, rows, cols, 1), y int64) from an IDX image file and its label file (gzipped or not).
+
+    TF/Keras counterpart: what keras.datasets.mnist.load_data reads, from local files.
+    """
     x = read_idx(images_path, 3)
     y = read_idx(labels_path, 1).astype(np.int64)
     if len(x) != len(y):
@@ -106,7 +109,10 @@ def find_cifar10(folder: str | os.PathLike) -> Path | None:
 def load_cifar10(
     folder: str | os.PathLike,
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """(x_train, y_train), (x_test, y_test) of CIFAR-10's binary version: uint8 (n, 32, 32, 3), int64 labels."""
+    """(x_train, y_train), (x_test, y_test) of CIFAR-10's binary version: uint8 (n, 32, 32, 3), int64 labels.
+
+    TF/Keras counterpart: keras.datasets.cifar10.load_data, from local files.
+    """
     place = find_cifar10(folder)
     if place is None:
         raise FileNotFoundError(

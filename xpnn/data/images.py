@@ -32,6 +32,8 @@ MAX_FILES = 5_000_000
 class Images:
     """Images `x` (uint8, (n, h, w, c)), labels `y` (int64), `class_names` and the files they came from.
 
+    TF/Keras counterpart: what keras.utils.image_dataset_from_directory yields, as arrays.
+
     `x, y = image_folder(...)` unpacks to the arrays.
     """
 

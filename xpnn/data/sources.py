@@ -42,6 +42,7 @@ class PyDataset:
 
     @property
     def num_batches(self) -> int:
+        """Batches per epoch: `len(self)` (Keras's `PyDataset.num_batches`)."""
         return len(self)
 
 

@@ -272,7 +272,10 @@ def as_data_parallel(spec: bool | DataParallel) -> DataParallel:
 
 
 class DistributedModel:
-    """`wrap(model)`: the model, whose `fit` trains data-parallel over the MPI world; all else passes through."""
+    """`wrap(model)`: the model, whose `fit` trains data-parallel over the MPI world; all else passes through.
+
+    TF/Keras counterpart: tf.distribute.MultiWorkerMirroredStrategy's role.
+    """
 
     def __init__(self, model: Model, parallel: DataParallel) -> None:
         self.model = model

@@ -50,6 +50,7 @@ def sigmoid_backward(dout: Array, out: Array) -> Array:
 
 
 def tanh_forward(x: Array) -> Array:
+    """tanh(x) (tf.math.tanh)."""
     return get_backend().xp.tanh(x)
 
 
@@ -158,15 +159,18 @@ class ActivationFn:
 
     @property
     def is_linear(self) -> bool:
+        """Whether this is the identity ("linear", or no activation)."""
         return self.fwd is None
 
     def forward(self, x: Array) -> tuple[Array, Array | None]:
+        """(output, what the backward needs: the output or the input, whichever the derivative is written in)."""
         if self.fwd is None:
             return x, None
         out = self.fwd(x, **self.kwargs)
         return out, (out if self.caches_output else x)
 
     def backward(self, dout: Array, cache: Array | None) -> Array:
+        """dL/d input from dL/d output and what `forward` kept."""
         return dout if self.bwd is None else self.bwd(dout, cache, **self.kwargs)
 
 

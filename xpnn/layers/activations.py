@@ -22,23 +22,35 @@ class _Activation(Layer):
 
 
 class ReLU(_Activation):
-    """ReLU(): max(x, 0)."""
+    """ReLU(): max(x, 0).
+
+    TF/Keras counterpart: keras.layers.ReLU.
+    """
 
 
 class Sigmoid(_Activation):
-    """Sigmoid(): 1 / (1 + exp(-x))."""
+    """Sigmoid(): 1 / (1 + exp(-x)).
+
+    TF/Keras counterpart: keras.layers.Activation("sigmoid").
+    """
 
     fn = get_activation("sigmoid")
 
 
 class Tanh(_Activation):
-    """Tanh(): tanh(x)."""
+    """Tanh(): tanh(x).
+
+    TF/Keras counterpart: keras.layers.Activation("tanh").
+    """
 
     fn = get_activation("tanh")
 
 
 class Softmax(_Activation):
-    """Softmax(): softmax over the last axis (pair logits with softmax_cross_entropy instead for training)."""
+    """Softmax(): softmax over the last axis (pair logits with softmax_cross_entropy instead for training).
+
+    TF/Keras counterpart: keras.layers.Softmax.
+    """
 
     fn = get_activation("softmax")
 

@@ -40,7 +40,10 @@ def dropout_backward(dout: Array, cache: DropoutCache) -> Array:
 
 
 class Dropout(Layer):
-    """Dropout(rate, seed=None): zero each input with probability `rate` in training, scale the rest by 1/(1 − rate)."""
+    """Dropout(rate, seed=None): zero each input with probability `rate` in training, scale the rest by 1/(1 − rate).
+
+    TF/Keras counterpart: keras.layers.Dropout.
+    """
 
     takes_training = True
 

@@ -82,7 +82,10 @@ class _GlobalPool2D(Layer):
 
 
 class GlobalAveragePooling2D(_GlobalPool2D):
-    """GlobalAveragePooling2D(keepdims=False): (n, h, w, c) -> (n, c) means."""
+    """GlobalAveragePooling2D(keepdims=False): (n, h, w, c) -> (n, c) means.
+
+    TF/Keras counterpart: keras.layers.GlobalAveragePooling2D.
+    """
 
     def forward(self, x: Array) -> tuple[Array, GlobalPoolCache]:
         out, cache = global_avgpool_forward(x)
@@ -93,7 +96,10 @@ class GlobalAveragePooling2D(_GlobalPool2D):
 
 
 class GlobalMaxPooling2D(_GlobalPool2D):
-    """GlobalMaxPooling2D(keepdims=False): (n, h, w, c) -> (n, c) maxima."""
+    """GlobalMaxPooling2D(keepdims=False): (n, h, w, c) -> (n, c) maxima.
+
+    TF/Keras counterpart: keras.layers.GlobalMaxPooling2D.
+    """
 
     def forward(self, x: Array) -> tuple[Array, GlobalPoolCache]:
         out, cache = global_maxpool_forward(x)

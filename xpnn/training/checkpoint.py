@@ -220,15 +220,18 @@ class BackupAndRestore(Callback):
         self.config: dict[str, Any] | None = None
 
     def on_train_begin(self, model: Model, state: TrainState) -> None:
+        """Restore weights, optimizer, epoch, RNG, history and callbacks' state if the checkpoint exists."""
         assert state.settings is not None, "BackupAndRestore runs inside fit"
         self.config = run_config(model, state.settings)
         if self.path.exists():
             restore_checkpoint(self.path, model, state.settings.optimizer, state, self.config)
 
     def on_epoch_end(self, model: Model, state: TrainState, logs: dict[str, float]) -> None:
+        """Rewrite the checkpoint (atomically) with everything a resume needs."""
         assert state.settings is not None and self.config is not None
         write_checkpoint(self.path, model, state.settings.optimizer, state, self.config)
 
     def on_train_end(self, model: Model, state: TrainState) -> None:
+        """Remove the checkpoint when `delete_checkpoint` (as Keras does after a run that completes)."""
         if self.delete_checkpoint:
             self.path.unlink(missing_ok=True)

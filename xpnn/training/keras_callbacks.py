@@ -130,10 +130,12 @@ class EarlyStopping(MonitorCallback):
         self.best_epoch = 0
 
     def on_train_begin(self, model: Model, state: TrainState) -> None:
+        """Reset the patience count and the best value, unless a resumed run restored them."""
         if self._fresh():
             self._reset()
 
     def on_epoch_end(self, model: Model, state: TrainState, logs: dict[str, float]) -> None:
+        """Compare `monitor` with the best so far; stop once it has not improved for `patience` epochs."""
         epoch = state.epoch - 1  # Keras's 0-based index of the epoch that just ended
         current = self._current(logs)
         if current is None or epoch < self.start_from_epoch:
@@ -153,6 +155,7 @@ class EarlyStopping(MonitorCallback):
             _stop(model, state)
 
     def on_train_end(self, model: Model, state: TrainState) -> None:
+        """Say where training stopped (verbose) and put the best epoch's weights back (`restore_best_weights`)."""
         if self.stopped_epoch > 0 and self.verbose > 0:
             print(f"Epoch {self.stopped_epoch + 1}: early stopping", flush=True)
         if self.restore_best_weights and self.best_weights is not None:
@@ -161,6 +164,7 @@ class EarlyStopping(MonitorCallback):
             model.set_weights(self.best_weights)
 
     def get_state(self) -> dict[str, Any]:
+        """Patience count, best value and epoch, and the best weights under "arrays"."""
         return {
             "wait": self.wait,
             "stopped_epoch": self.stopped_epoch,
@@ -171,6 +175,7 @@ class EarlyStopping(MonitorCallback):
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
+        """Take back what `get_state` returned (a resumed run)."""
         self.wait, self.stopped_epoch = int(state["wait"]), int(state["stopped_epoch"])
         self.best = None if state["best"] is None else float(state["best"])
         self.best_epoch = int(state["best_epoch"])
@@ -180,7 +185,10 @@ class EarlyStopping(MonitorCallback):
 
 
 def write_weights(path: str | os.PathLike, weights: list[np.ndarray]) -> Path:
-    """Write `weights` (get_weights() order) to an HDF5 `.weights.h5` file atomically."""
+    """Write `weights` (get_weights() order) to an HDF5 `.weights.h5` file atomically.
+
+    TF/Keras counterpart: keras.Model.save_weights.
+    """
 
     def write(tmp: Path) -> None:
         with h5py.File(tmp, "w") as f:
@@ -193,7 +201,10 @@ def write_weights(path: str | os.PathLike, weights: list[np.ndarray]) -> Path:
 
 
 def read_weights(path: str | os.PathLike) -> list[np.ndarray]:
-    """The arrays `write_weights` wrote, in order (for `model.set_weights`)."""
+    """The arrays `write_weights` wrote, in order (for `model.set_weights`).
+
+    TF/Keras counterpart: keras.Model.load_weights.
+    """
     with h5py.File(path, "r") as f:
         if f.attrs.get("format") != WEIGHTS_FORMAT:
             raise ValueError(f"{path} is not an xpnn weights file (from ModelCheckpoint(save_weights_only=True)).")
@@ -262,6 +273,7 @@ class ModelCheckpoint(MonitorCallback):
         return False
 
     def on_epoch_end(self, model: Model, state: TrainState, logs: dict[str, float]) -> None:
+        """Save the model (or its weights) to `filepath` filled in with the epoch and logs, if it should."""
         path = self.file_path(state.epoch, logs)
         if not self._should_save(logs, path):
             return
@@ -278,9 +290,11 @@ class ModelCheckpoint(MonitorCallback):
             print(f"Epoch {state.epoch}: saved the model to {path}", flush=True)
 
     def get_state(self) -> dict[str, Any]:
+        """The best value so far (for `save_best_only`)."""
         return {"best": self.best}
 
     def set_state(self, state: dict[str, Any]) -> None:
+        """Take back what `get_state` returned (a resumed run)."""
         self.best = None if state["best"] is None else float(state["best"])
         self._restored = True
 
@@ -299,6 +313,7 @@ class LearningRateScheduler(Callback):
         self.schedule, self.verbose = schedule, int(verbose)
 
     def on_epoch_begin(self, model: Model, state: TrainState) -> None:
+        """Set the optimizer's learning rate to `schedule(epoch, lr)`."""
         opt = _optimizer(model)
         epoch = state.epoch
         try:
@@ -314,6 +329,7 @@ class LearningRateScheduler(Callback):
             print(f"Epoch {epoch + 1}: LearningRateScheduler setting learning rate to {float(lr)}.", flush=True)
 
     def on_epoch_end(self, model: Model, state: TrainState, logs: dict[str, float]) -> None:
+        """Log the rate used as "learning_rate", as Keras does."""
         logs["learning_rate"] = float(_optimizer(model).learning_rate)
 
     def get_state(self) -> None:
@@ -355,10 +371,12 @@ class ReduceLROnPlateau(MonitorCallback):
         self.best, self.cooldown_counter, self.wait = None, 0, 0
 
     def on_train_begin(self, model: Model, state: TrainState) -> None:
+        """Reset the best value and the counters, unless a resumed run restored them."""
         if self._fresh():
             self._reset()
 
     def on_epoch_end(self, model: Model, state: TrainState, logs: dict[str, float]) -> None:
+        """Log "learning_rate"; reduce it when `monitor` has not improved for `patience` epochs."""
         opt = _optimizer(model)
         logs["learning_rate"] = float(opt.learning_rate)
         current = self._current(logs)
@@ -381,9 +399,11 @@ class ReduceLROnPlateau(MonitorCallback):
                     self.cooldown_counter, self.wait = self.cooldown, 0
 
     def get_state(self) -> dict[str, Any]:
+        """Best value, wait and cooldown counters."""
         return {"best": self.best, "wait": self.wait, "cooldown_counter": self.cooldown_counter}
 
     def set_state(self, state: dict[str, Any]) -> None:
+        """Take back what `get_state` returned (a resumed run)."""
         self.best = None if state["best"] is None else float(state["best"])
         self.wait, self.cooldown_counter = int(state["wait"]), int(state["cooldown_counter"])
         self._restored = True
@@ -406,6 +426,7 @@ class CSVLogger(Callback):
         self._restored = False
 
     def on_train_begin(self, model: Model, state: TrainState) -> None:
+        """Start the file afresh (or keep it with `append`); a resumed run cuts it back to its checkpoint's rows."""
         path = Path(self.filename)
         if self._restored:
             self._restored = False
@@ -423,6 +444,7 @@ class CSVLogger(Callback):
         return buf.getvalue().encode()
 
     def on_epoch_end(self, model: Model, state: TrainState, logs: dict[str, float]) -> None:
+        """Append the epoch's row (the header first, from the first epoch's keys)."""
         path = Path(self.filename)
         data = b""
         if self.keys is None:
@@ -441,9 +463,11 @@ class CSVLogger(Callback):
         self.size = path.stat().st_size
 
     def get_state(self) -> dict[str, Any]:
+        """The columns and the file's size after the last row written."""
         return {"keys": self.keys, "size": self.size}
 
     def set_state(self, state: dict[str, Any]) -> None:
+        """Take back what `get_state` returned (a resumed run)."""
         self.keys = None if state["keys"] is None else [str(k) for k in state["keys"]]
         self.size = None if state["size"] is None else int(state["size"])
         self._restored = True
@@ -456,12 +480,14 @@ class TerminateOnNaN(Callback):
     """
 
     def get_state(self) -> None:
+        """None: it keeps no state."""
         return None
 
     def set_state(self, state: dict[str, Any] | None) -> None:
         """Nothing to restore."""
 
     def on_batch_end(self, model: Model, state: TrainState, batch: Batch) -> None:
+        """Stop training if this batch's cost is NaN or infinite."""
         cost = float(batch.result.cost)
         if not math.isfinite(cost):
             print(f"Batch {batch.index}: Invalid loss, terminating training", flush=True)

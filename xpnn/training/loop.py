@@ -30,12 +30,17 @@ from xpnn.types import Array
 
 @dataclass
 class History:
-    """What `fit` returns: `history["loss"]` etc. hold one value per epoch, as in Keras."""
+    """What `fit` returns: `history["loss"]` etc. hold one value per epoch (Keras's `keras.callbacks.History`).
+
+    `history` maps each logged name ("loss", "accuracy", "val_loss", ...) to its per-epoch values and `epoch`
+    lists the epochs they belong to (0-based, as Keras's `History.epoch`).
+    """
 
     history: dict[str, list[float]] = field(default_factory=dict)
     epoch: list[int] = field(default_factory=list)
 
     def append(self, epoch: int, logs: dict[str, float]) -> None:
+        """Record one epoch's logs (what Keras's History does in its `on_epoch_end`)."""
         self.epoch.append(epoch)
         for key, value in logs.items():
             self.history.setdefault(key, []).append(value)
@@ -99,19 +104,40 @@ class Callback:
     root_only = False
     restores = False  # True: its on_train_begin may restore a checkpoint (it runs before the others' then)
 
-    def on_train_begin(self, model: Model, state: TrainState) -> None: ...
-    def on_epoch_begin(self, model: Model, state: TrainState) -> None: ...
-    def on_batch_end(self, model: Model, state: TrainState, batch: Batch) -> None: ...
-    def on_epoch_end(self, model: Model, state: TrainState, logs: dict[str, float]) -> None: ...
-    def on_train_end(self, model: Model, state: TrainState) -> None: ...
+    def on_train_begin(self, model: Model, state: TrainState) -> None:
+        """Before the first epoch, after a resumed run has been restored (Keras's `on_train_begin`)."""
+
+    def on_epoch_begin(self, model: Model, state: TrainState) -> None:
+        """Before each epoch; `state.epoch` is the epoch about to run, from 0 (Keras's `on_epoch_begin`)."""
+
+    def on_batch_end(self, model: Model, state: TrainState, batch: Batch) -> None:
+        """After each step's update; `batch` holds its indices, inputs and pass (Keras's `on_train_batch_end`).
+
+        The batch's cost stays on the device: reading it (`float(batch.result.cost)`) costs a host sync.
+        """
+
+    def on_epoch_end(self, model: Model, state: TrainState, logs: dict[str, float]) -> None:
+        """After each epoch, with its logs ("loss", the metrics, "val_*"; Keras's `on_epoch_end`).
+
+        Set `model.stop_training = True` here (or in `on_batch_end`) to end training, as in Keras.
+        """
+
+    def on_train_end(self, model: Model, state: TrainState) -> None:
+        """When training ends without an exception, stopped early or not (Keras's `on_train_end`)."""
 
     def on_train_failed(self, model: Model, state: TrainState, exc: BaseException) -> None:
         """Training stopped with `exc`: a DivergedError (after the last good weights were restored) or any other."""
 
     def get_state(self) -> dict[str, Any] | None:
+        """State a resumed run must continue (JSON-friendly; arrays under "arrays"), or None for none.
+
+        Run folders and `BackupAndRestore` store it in the checkpoint after every epoch. Keras has no
+        counterpart: its `BackupAndRestore` does not keep callbacks' state.
+        """
         return None
 
-    def set_state(self, state: dict[str, Any]) -> None: ...
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Take back what `get_state` returned, when a run resumes (before `on_train_begin`)."""
 
 
 class Strategy:
@@ -128,11 +154,14 @@ class Strategy:
         """Called after the callbacks' on_train_begin (a resumed run is restored by then)."""
 
     def shard(self, indices: np.ndarray) -> np.ndarray:
+        """This process's part of a global batch's sample indices (one process: all of them)."""
         return indices
 
     def run_pass(
         self, model: Model, x: Array, y: Array, loss: Loss, batch_n: int, record: bool, sample_weight: Any = None
     ) -> Pass:
+        """The step's forward and backward pass; `batch_n` is the global batch's size (a strategy that
+        shards weighs each process's mean by it, tf.distribute's all-reduce of the gradients)."""
         return model.run_pass(x, y, loss, record=record, sample_weight=sample_weight)
 
     def sum_metrics(self, metrics: list[Metric]) -> None:
@@ -143,6 +172,7 @@ class Strategy:
 
     @property
     def is_root(self) -> bool:
+        """Whether this process prints and writes (rank 0; `root_only` callbacks run only there)."""
         return True
 
 
@@ -158,6 +188,7 @@ class Snapshot:
         }
 
     def restore(self, model: Model, optimizer: Optimizer) -> None:
+        """Put the kept weights and optimizer state back into `model` and `optimizer`."""
         it = iter(self.weights)
         for layer in model.layers:
             for key in layer.params:
@@ -203,6 +234,7 @@ class SourceFeed:
         return len(self.source)
 
     def batches(self, rng: np.random.Generator, strategy: Strategy) -> Iterator[tuple[Any, Array, Array, Any, int]]:
+        """(indices within the batch, x, y, None, the batch's size) per step, in the seeded order."""
         if strategy.shards:
             raise ValueError("distributed training takes arrays, not a batch source; pass (x, y) arrays.")
         host = iter_batches(self.source, rng, shuffle=self.shuffle == "random")
@@ -237,6 +269,9 @@ def train_epochs(
     sample_weight: Array | None = None,
 ) -> History:
     """Train prepared backend arrays from `state.epoch` up to `epochs`; costs are read once per epoch.
+
+    This is the loop inside Keras's `Model.fit`: `Sequential.fit` prepares the data and hands its parts
+    (callbacks, a strategy, metrics) to it.
 
     `metrics` (default: `model.metrics_for(loss)`) accumulate on the device and are read at each epoch's end;
     `sample_weight` (n,) weighs each sample's loss and metrics (Keras's sample_weight/class_weight).

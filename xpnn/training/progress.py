@@ -40,7 +40,12 @@ def wrap_items(head: str, items: list[str], width: int) -> str:
 
 
 class ProgressBar(Callback):
-    """A progress line per epoch (Keras's verbose=1), for terminals; `fit(verbose=1)` adds it on a tty."""
+    """A progress line per epoch (Keras's verbose=1, `keras.callbacks.ProgbarLogger`), for terminals.
+
+    `fit(verbose=1)` adds it on a tty. During an epoch it redraws every `interval` seconds with the running
+    mean loss (one host read per redraw, never per step); at the epoch's end it prints the loss and every
+    metric in full, wrapped to `width` (default: the terminal's columns).
+    """
 
     root_only = True  # distributed runs: rank 0 alone prints
 
@@ -61,10 +66,12 @@ class ProgressBar(Callback):
         out.flush()
 
     def on_epoch_begin(self, model: Model, state: TrainState) -> None:
+        """Start the epoch's line."""
         self._last = time.perf_counter()  # the first redraw comes `interval` seconds in: a short epoch reads nothing
         self._drawn = 0
 
     def on_batch_end(self, model: Model, state: TrainState, batch: Batch) -> None:
+        """Redraw the bar and the running mean loss when `interval` seconds have passed since the last one."""
         now = time.perf_counter()
         if now - self._last < self.interval or batch.cost_sum is None or not batch.samples:
             return
@@ -82,6 +89,7 @@ class ProgressBar(Callback):
         self._drawn = len(line)
 
     def on_epoch_end(self, model: Model, state: TrainState, logs: dict[str, float]) -> None:
+        """Finish the line with the epoch's logs, every name and value in full."""
         head = f"epoch {state.epoch}/{self.epochs}  {self.steps}/{self.steps}"
         text = wrap_items(head, format_logs(logs), self._columns() - 1)
         first, *rest = text.split("\n")
@@ -92,7 +100,11 @@ class ProgressBar(Callback):
 def progress_callbacks(
     verbose: int, epochs: int, steps_per_epoch: int, stream: Any = None
 ) -> tuple[list[Callback], int]:
-    """Callbacks and the loop's own `verbose` for fit's `verbose`: a progress line on a terminal, else plain lines."""
+    """Callbacks and the loop's own `verbose` for fit's `verbose`: a progress line on a terminal, else plain lines.
+
+    What Keras does with `fit(verbose=...)` by adding a `keras.callbacks.ProgbarLogger`: verbose=1 on a tty
+    gives a `ProgressBar` (and the loop prints nothing itself); elsewhere the loop prints one line per epoch.
+    """
     stream = stream or sys.stdout
     if verbose == 1 and stream.isatty():
         return [ProgressBar(epochs, steps_per_epoch, file=stream)], 0

@@ -77,6 +77,7 @@ def _kill_point(point: str) -> None:
 
 
 def versions() -> dict[str, str]:
+    """The versions config.json records: xpnn, Python, NumPy, h5py and the platform."""
     return {
         "xpnn": __version__,
         "python": platform.python_version(),
@@ -96,6 +97,10 @@ def write_text(path: Path, text: str) -> None:
 
 
 def history_csv(history: History) -> str:
+    """history.csv's text: one row per epoch, the columns of HISTORY_COLUMNS (empty where not logged).
+
+    What Keras's `keras.callbacks.CSVLogger` writes during a run; a run folder always keeps it.
+    """
     buf = _io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(HISTORY_COLUMNS)
@@ -137,6 +142,8 @@ class Run(Callback):
 
     On `fit`'s start it creates `<path>/<run id>/`, or with `RunDir(folder, resume=True)` checks the fit is
     the run's own and restores its last checkpoint (the format and checks of `xpnn.training.checkpoint`).
+    While it runs it holds the folder's lock (`xpnn.runlock`). Keras has no run folder: it is
+    `BackupAndRestore`, `CSVLogger` and `ModelCheckpoint` in one, plus the run's config and status.
     """
 
     restores = True
@@ -153,6 +160,7 @@ class Run(Callback):
 
     @property
     def run_id(self) -> str:
+        """The run folder's name: its start time in UTC and a random suffix (ids sort by start time)."""
         assert self.folder is not None
         return self.folder.name
 
@@ -224,6 +232,7 @@ class Run(Callback):
 
     # ---- files -------------------------------------------------------------------------------------
     def set_status(self, status: str, **info: Any) -> None:
+        """Rewrite status.json (atomically): running / finished / diverged / stopped (stuck), with `info`."""
         assert self.folder is not None
         write_text(self.folder / STATUS, json.dumps({"status": status, **info}, indent=2) + "\n")
 
@@ -245,6 +254,7 @@ class Run(Callback):
         )  # fmt: skip
 
     def write_history(self, history: History) -> None:
+        """Rewrite history.csv (atomically) from `history`."""
         assert self.folder is not None
         write_text(self.folder / HISTORY, history_csv(history))
 
@@ -280,6 +290,7 @@ class Run(Callback):
 
     # ---- Callback hooks ----------------------------------------------------------------------------
     def on_train_begin(self, model: Model, state: TrainState) -> None:
+        """Create the folder (config.json, initial.h5, a first checkpoint) or reopen it and restore its checkpoint."""
         settings = state.settings
         assert settings is not None, "a run folder is kept by fit"
         config = {
@@ -304,14 +315,17 @@ class Run(Callback):
         self.set_status("running", epoch=state.epoch, epochs=settings.epochs)
 
     def on_batch_end(self, model: Model, state: TrainState, batch: Batch) -> None:
+        """Nothing but the tests' kill point ($XPNN_TEST_KILL): a run folder writes once per epoch."""
         _kill_point(f"step:{state.step}")
 
     def on_epoch_end(self, model: Model, state: TrainState, logs: dict[str, float]) -> None:
+        """Write the checkpoint, history.csv and status.json."""
         self.save_checkpoint(model, state)
         self.write_history(state.history)
         self.set_status("running", epoch=state.epoch, epochs=self.config.get("epochs"), **_final(state.history))
 
     def on_train_end(self, model: Model, state: TrainState) -> None:
+        """Write model.h5, history.csv, run_stats.png and the final status; free the folder's lock."""
         assert self.folder is not None and state.settings is not None
         save_model(model, self.folder / MODEL, optimizer=state.settings.optimizer)
         self.write_history(state.history)

@@ -23,6 +23,7 @@ class StuckDetector(Callback):
     The probe batch is the first batch of the epoch, run forward once more with `record=True`; it draws
     nothing from the batch-order RNG, so watching a run never changes it. Each finding is reported once
     (printed, passed to `log`, kept in `reports`); `stop=True` also ends training after that epoch.
+    Keras has no counterpart (its `EarlyStopping` watches a metric, not dead layers).
     """
 
     def __init__(
@@ -41,13 +42,16 @@ class StuckDetector(Callback):
         self._probe = None
 
     def on_epoch_begin(self, model: Model, state: TrainState) -> None:
+        """Forget the last epoch's probe batch."""
         self._probe = None
 
     def on_batch_end(self, model: Model, state: TrainState, batch: Batch) -> None:
+        """Keep the epoch's first batch (its first `probe_size` images) as the probe."""
         if self._probe is None:
             self._probe = batch.x[: self.probe_size]
 
     def on_epoch_end(self, model: Model, state: TrainState, logs: dict[str, float]) -> None:
+        """Check the probe for a dead layer and the loss for a plateau at chance; report (and stop) once each."""
         classes = int(model.output_shape[-1])
         chance = math.log(classes) if classes > 1 else float("nan")
         advice = self._advice(state)
