@@ -372,7 +372,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     set_backend(_env_backend())
     args.run = str(resolve_run(args.run, DEFAULT_RUN_DIR))
     model, _ = _run_model(args.run)
-    if any(Path(p).is_dir() for p in args.images):  # a folder: its images in Keras's order
+    folders = any(Path(p).is_dir() for p in args.images)
+    if folders:  # a folder: its images in Keras's order
         from xpnn.data.images import predict_inputs
 
         images, files = predict_inputs(args.images, tuple(model.input_shape[:2]), resize=args.resize)
@@ -385,7 +386,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     named = [Path(p).name[:1] for p in args.images]
     for path, p in zip(args.images, probs):
         print(f"{path}\tclass {int(p.argmax())}\tp={p.max():.3f}")
-    if len(args.images) > 1 and all(n.isdigit() for n in named):  # SIGNS names start with their label
+    if not folders and len(args.images) > 1 and all(n.isdigit() for n in named):  # SIGNS files: label first
         right = sum(int(n) == int(p.argmax()) for n, p in zip(named, probs))
         print(f"{right}/{len(named)} match the label in the file name ({right / len(named):.3f})")
     return 0
@@ -441,7 +442,11 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, help="initial weights and batch order (default 1)")
     t.add_argument("--dtype", help="float32 (default) or float64")
     t.add_argument("--backend", help="numpy or cupy (default: $XPNN_BACKEND or numpy)")
-    t.add_argument("--data", help="folder holding train_signs.h5 and test_signs.h5")
+    t.add_argument(
+        "--data",
+        help="a data folder: SIGNS (train_signs.h5, test_signs.h5), an image folder (a subfolder per class, or "
+        "SIGNS-style names starting with the label), MNIST-style IDX files or CIFAR-10's binary version",
+    )
     t.add_argument("--embedded", action="store_true", default=None, help="use the embedded synthetic set")
     t.add_argument("--n-train", type=int, help="embedded set: training images (default 600)")
     t.add_argument("--n-test", type=int, help="embedded set: test images (default 120)")
