@@ -761,10 +761,19 @@ def _build_modules() -> dict[str, types.ModuleType]:
     random = types.ModuleType("cupy.random")
     random.default_rng = lambda seed=None: _Generator(_np.random.default_rng(seed))
     cupy.random = random
+    # cupyx.scipy.special's erf/erfc (CUDA's, within 2 ulp): here xpnn's NumPy twins over device arrays
+    from xpnn.backends import numpy_backend
+
+    cupyx = types.ModuleType("cupyx")
+    cupyx.scipy = types.ModuleType("cupyx.scipy")
+    cupyx.scipy.special = types.ModuleType("cupyx.scipy.special")
+    cupyx.scipy.special.erf = _device_fn(numpy_backend.erf, "erf")
+    cupyx.scipy.special.erfc = _device_fn(numpy_backend.erfc, "erfc")
     return {
         "cupy": cupy, "cupy.cuda": cuda, "cupy.cuda.nccl": nccl, "cupy.cuda.runtime": runtime,
         "cupy.cuda.nvrtc": nvrtc, "cupy.cuda.device": device, "cupy.lib": lib,
         "cupy.lib.stride_tricks": lib.stride_tricks, "cupy.random": random,
+        "cupyx": cupyx, "cupyx.scipy": cupyx.scipy, "cupyx.scipy.special": cupyx.scipy.special,
     }  # fmt: skip
 
 

