@@ -60,15 +60,19 @@ def map_chunks(
 
     Workers take the next chunk as they come free (a worker that wakes late takes fewer); each may keep
     its own scratch buffers by worker index. The calling thread is worker 0. With one worker (or one
-    chunk) everything runs here, with BLAS as configured; an exception in any worker is raised here once
-    all have stopped. With `blas` the workers run BLAS at one thread each; chunks that call no BLAS pass
-    False and skip that switch (OpenBLAS takes ~0.1 ms to change its thread count and back).
+    chunk) everything runs here; an exception in any worker is raised here once all have stopped. With
+    `blas` every chunk runs BLAS at one thread, however many workers there are: OpenBLAS's bits can depend
+    on its thread count (its Haswell sgemm kernels, e.g. under OPENBLAS_CORETYPE=Haswell, give a 4096×84 ·
+    84×32 product other last bits at 2 threads than at 1), so a chunk's GEMM must not run at 2 threads in a
+    one-worker call and at 1 in a two-worker one. Chunks that call no BLAS pass False and skip that switch
+    (OpenBLAS takes ~0.1 ms to change its thread count and back).
     """
     starts = list(range(0, n, chunk))
     workers = min(workers, len(starts))
     if workers <= 1:
-        for start in starts:
-            run_chunk(start, min(n, start + chunk), 0)
+        with _blas().limit(limits=1) if blas else contextlib.nullcontext():
+            for start in starts:
+                run_chunk(start, min(n, start + chunk), 0)
         return
 
     taken = itertools.count()  # next() on it is atomic under the GIL: each chunk goes to one worker
