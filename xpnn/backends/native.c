@@ -8,10 +8,12 @@
  * GIL, so xpnn's chunk workers run them side by side); it builds with or without Python's headers (see
  * PyInit__native at the end).
  *
- * The kernels themselves are in native_kernels.h, included once for float32 and once for float64.
+ * The kernels themselves are in native_kernels.h, included once for float32 and once for float64; the
+ * pooling layers' kernels (max and average, any window, stride and padding) in native_pool.h, likewise.
  * Layouts are TensorFlow's: images (n, h, w, cin), kernels (fh, fw, cin, cout), pooled (n, out_h, out_w, cout).
  * Sums run in the order (kernel row, kernel column, input channel), each with one multiply-add.
  */
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +38,14 @@ typedef struct {
     int64_t out_h, out_w;      /* pooled output */
 } Geometry;
 
+/* A pooling layer's call: NHWC input, TF padding (top, left), window, strides and output size. */
+typedef struct {
+    int64_t n, h, w, c;
+    int64_t top, left;
+    int64_t kh, kw, sh, sw;
+    int64_t out_h, out_w;
+} PoolGeometry;
+
 /* Each window cell's offset from the window's corner in a padded image, row-major; NULL when out of memory. */
 static int64_t *window_cells(const Geometry *g)
 {
@@ -50,11 +60,13 @@ static int64_t *window_cells(const Geometry *g)
 #define T float
 #define LANE_INT int32_t
 #define NAME(base) base##_f32
+#include "native_pool.h"
 #include "native_kernels.h"
 
 #define T double
 #define LANE_INT int64_t
 #define NAME(base) base##_f64
+#include "native_pool.h"
 #include "native_kernels.h"
 
 /* The float32 forward's AVX-512 path: GCC or Clang on x86-64, chosen per call when the CPU has AVX-512F and

@@ -12,6 +12,7 @@ import numpy as np
 
 from xpnn.backends import get_backend
 from xpnn.init import get_initializer
+from xpnn.layers import conv_chunks
 from xpnn.layers.base import Layer, expect_nhwc, positive_pair
 from xpnn.layers.padding import normalize_padding, output_size, pads_2d
 from xpnn.layers.windows import crop_hw, pad_hw, window_view, windows_add
@@ -108,11 +109,20 @@ class Conv2D(Layer):
             self.params["b"] = backend.xp.zeros((self.filters,), dtype=dtype)
         return out_shape
 
-    def forward(self, x: Array) -> tuple[Array, ConvCache]:
+    def forward(self, x: Array) -> tuple[Array, ConvCache | conv_chunks.ChunkedConvCache]:
+        if conv_chunks.takes(x):  # the CPU: chunks of images on every worker (conv_chunks.py)
+            return conv_chunks.conv2d_forward_chunked(
+                self, x, self.params["w"], self.params.get("b"), self.strides, self.padding
+            )
         return conv2d_forward(x, self.params["w"], self.params.get("b"), self.strides, self.padding)
 
-    def backward(self, dout: Array, cache: ConvCache, need_dx: bool = True) -> tuple[Array | None, dict[str, Array]]:
-        dx, grads = conv2d_backward(dout, cache, need_dx)
+    def backward(
+        self, dout: Array, cache: ConvCache | conv_chunks.ChunkedConvCache, need_dx: bool = True
+    ) -> tuple[Array | None, dict[str, Array]]:
+        if isinstance(cache, conv_chunks.ChunkedConvCache):
+            dx, grads = conv_chunks.conv2d_backward_chunked(self, dout, cache, need_dx)
+        else:
+            dx, grads = conv2d_backward(dout, cache, need_dx)
         if not self.use_bias:
             del grads["b"]
         return dx, grads

@@ -325,7 +325,7 @@ class ConvReluPool:
 
 def uses_native(x: Array) -> bool:
     """Whether the fused unit runs native.c on `x`: the NumPy backend, float32/64, and the kernels enabled."""
-    return get_backend().name == "numpy" and native.supports(x.dtype) and native.enabled()
+    return native.takes(x)
 
 
 def plan(layers: list[Layer], fuse: bool = True) -> list:

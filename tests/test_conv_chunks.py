@@ -1,0 +1,87 @@
+"""Conv2D's chunked CPU path (xpnn/layers/conv_chunks.py) against the one-GEMM path in conv.py, its twin."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import xpnn
+from xpnn import Conv2D, Sequential
+from xpnn.layers import conv_chunks
+from xpnn.layers.conv import ConvCache, conv2d_backward, conv2d_forward
+
+
+@pytest.fixture(autouse=True)
+def numpy_backend():
+    return xpnn.set_backend("numpy")
+
+
+GEOMETRIES = [
+    # input (h, w, cin), filters, kernel, strides, padding
+    ((32, 32, 3), 32, 3, 1, "same"),  # VGG-style first conv
+    ((16, 16, 32), 64, 3, 2, "same"),  # strided all-conv
+    ((13, 11, 5), 7, (3, 2), (2, 3), "same"),  # uneven SAME pads, odd sizes
+    ((17, 17, 4), 6, 5, 3, "valid"),  # stride 3, cells no window reads
+    ((9, 9, 8), 10, 1, 1, "valid"),  # 1x1
+    ((8, 10, 2), 3, (4, 3), 1, "same"),  # even kernel: the odd pixel of SAME padding goes after
+]
+
+
+def layer(shape, filters, kernel, strides, padding, dtype, use_bias=True, seed=0) -> Conv2D:
+    conv = Conv2D(filters, kernel, strides=strides, padding=padding, use_bias=use_bias)
+    Sequential([conv], dtype=dtype).build(shape, seed=seed)
+    if use_bias:
+        conv.params["b"][...] = np.random.default_rng(seed).standard_normal(filters)
+    return conv
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_chunked_conv_equals_the_one_gemm_twin(geometry, dtype, monkeypatch):
+    monkeypatch.setattr(conv_chunks, "CHUNK_BYTES", 1 << 11)  # several chunks per batch
+    shape, filters, kernel, strides, padding = geometry
+    conv = layer(shape, filters, kernel, strides, padding, dtype)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((5, *shape)).astype(dtype)
+    out, cache = conv.forward(x)
+    assert isinstance(cache, conv_chunks.ChunkedConvCache) and cache.chunk < len(x)
+    ref_out, ref_cache = conv2d_forward(x, conv.params["w"], conv.params["b"], conv.strides, conv.padding)
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    dx, grads = conv.backward(dout, cache)
+    ref_dx, ref_grads = conv2d_backward(dout, ref_cache)
+    rtol = 1e-12 if dtype == "float64" else 1e-5
+    for a, b in [(out, ref_out), (dx, ref_dx), (grads["w"], ref_grads["w"]), (grads["b"], ref_grads["b"])]:
+        assert a.dtype == b.dtype == np.dtype(dtype) and a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * np.abs(b).max())
+
+
+def test_no_bias_and_no_input_gradient(monkeypatch):
+    conv = layer((10, 10, 3), 4, 3, 2, "same", "float64", use_bias=False)
+    x = np.random.default_rng(2).standard_normal((3, 10, 10, 3))
+    out, cache = conv.forward(x)
+    np.testing.assert_allclose(out, conv2d_forward(x, conv.params["w"], None, (2, 2), "same")[0], rtol=1e-12)
+    dx, grads = conv.backward(np.ones_like(out), cache, need_dx=False)
+    assert dx is None and set(grads) == {"w"}
+
+
+def test_results_do_not_depend_on_the_number_of_cpu_threads(monkeypatch):
+    """Chunks are fixed by size, and dW sums them in chunk order: 1 or 3 workers give the same bits."""
+    monkeypatch.setattr(conv_chunks, "CHUNK_BYTES", 1 << 14)
+    conv = layer((12, 12, 4), 8, 3, 1, "same", "float32")
+    x = np.random.default_rng(3).standard_normal((9, 12, 12, 4)).astype(np.float32)
+    results = []
+    for threads in ("1", "3"):
+        monkeypatch.setenv("XPNN_CPU_THREADS", threads)
+        out, cache = conv.forward(x)
+        results.append((out, *conv.backward(np.cos(out), cache)))
+    (out1, dx1, g1), (out3, dx3, g3) = results
+    assert np.array_equal(out1, out3) and np.array_equal(dx1, dx3)
+    assert all(np.array_equal(g1[k], g3[k]) for k in g1)
+
+
+def test_the_cache_keeps_the_input_not_the_columns():
+    conv = layer((32, 32, 32), 32, 3, 1, "same", "float32")
+    x = np.zeros((8, 32, 32, 32), dtype=np.float32)
+    _, cache = conv.forward(x)
+    assert cache.x is x  # 1 MiB, where the columns would be 9 MiB
+    assert not isinstance(cache, ConvCache)

@@ -1,0 +1,156 @@
+"""Conv2D on the CPU in cache-sized chunks of images, each chunk an im2col copy and a GEMM on its own worker.
+
+The one-GEMM path in conv.py (`conv2d_forward`) builds the columns of the whole batch (64 VGG-style
+32x32x32 images: 75 MB), keeps them for the backward, and hands BLAS a weight-gradient product whose
+inner dimension is every output pixel of the batch, a shape on which OpenBLAS at 2 threads took 0.52 s
+where one thread took 14 ms (27 × 65536 · 65536 × 32, this 2-core VM). Here each chunk of images is
+padded into a reused buffer, copied into columns that stay in cache, and multiplied with BLAS at one
+thread on its worker (`xpnn.cpu_threads`): forward out = cols · W (+ b), backward dW = Σ colsᵀ · dout
+over the chunks in a fixed order (so the bits never depend on the number of threads), and dx = the
+columns' gradient dout · Wᵀ added back over the windows. The cache keeps the input, not the columns.
+
+The same math as `conv2d_forward` / `conv2d_backward`, the twin it is tested against (float64 1e-12);
+the sums of dW and db are grouped by chunk, so last bits differ from the one-GEMM path.
+TensorFlow counterpart: tf.nn.conv2d, its Conv2DBackpropFilter and Conv2DBackpropInput.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xpnn.backends import get_backend
+from xpnn.cpu_threads import cpu_workers, map_chunks
+from xpnn.layers.padding import output_size, pads_2d
+from xpnn.layers.windows import window_view
+from xpnn.types import Array
+
+CHUNK_BYTES = 1 << 21  # columns per chunk: 2 MiB, inside one core's L2 on the machines of docs/benchmarks.md
+CHUNK_IMAGES = 16  # at most this many images per chunk, so small layers still feed every worker
+
+
+@dataclass(frozen=True)
+class ChunkedConvCache:
+    x: Array  # (n, h, w, cin): the input; the backward copies its columns again, chunk by chunk
+    w: Array
+    strides: tuple[int, int]
+    pads: tuple[tuple[int, int], tuple[int, int]]
+    out_hw: tuple[int, int]
+    chunk: int  # images per chunk, fixed by size: the backward sums dW over the same chunks
+
+
+def takes(x: Array) -> bool:
+    """Whether conv math on `x` runs here: the NumPy backend (CuPy runs the one-GEMM path, few large kernels)."""
+    return get_backend().name == "numpy" and x.ndim == 4
+
+
+class _Buffers:
+    """Scratch arrays kept on the layer between calls, one set per worker (fresh pages cost more than a copy)."""
+
+    def __init__(self, owner) -> None:
+        self.owner = owner
+
+    def get(self, name: str, shape: tuple[int, ...], dtype, zero: bool = False) -> Array:
+        """A buffer of at least `shape` (its leading part is returned). New ones start as zeros, so a padding
+        buffer whose interior alone is ever written keeps zero borders."""
+        store = self.owner.__dict__.setdefault("_chunk_buffers", {})
+        buf = store.get(name)
+        if buf is None or buf.shape[1:] != shape[1:] or buf.shape[0] < shape[0] or buf.dtype != dtype:
+            buf = get_backend().xp.zeros(shape, dtype=dtype)
+            store[name] = buf
+        elif zero:
+            buf[: shape[0]] = 0
+        return buf[: shape[0]]
+
+
+def _padded(bufs: _Buffers, x: Array, start: int, stop: int, pads, name: str) -> Array:
+    """x[start:stop] with zero padding, in a reused buffer (no padded copy of the whole batch)."""
+    (top, bottom), (left, right) = pads
+    _, h, w, c = x.shape
+    if top == bottom == left == right == 0:
+        return x[start:stop]
+    buf = bufs.get(name, (stop - start, top + h + bottom, left + w + right, c), x.dtype)
+    buf[:, top : top + h, left : left + w] = x[start:stop]
+    return buf
+
+
+def _columns(bufs: _Buffers, x_pad: Array, k_hw, strides, out_hw, name: str) -> Array:
+    """The (m·out_h·out_w, fh·fw·cin) im2col rows of a padded chunk, each window row copied as one run."""
+    kernels = get_backend().kernels
+    m, cin = x_pad.shape[0], x_pad.shape[3]
+    windows = window_view(x_pad, k_hw, strides, out_hw)
+    runs = windows.reshape(*windows.shape[:4], k_hw[1] * cin)  # a view: one window row is contiguous
+    cols = bufs.get(name, (m * out_hw[0] * out_hw[1], k_hw[0] * k_hw[1] * cin), x_pad.dtype)
+    kernels.copy_runs(cols.reshape(runs.shape), runs)
+    return cols
+
+
+def _chunk(n: int, out_hw, k: int, itemsize: int) -> int:
+    return max(1, min(n, CHUNK_IMAGES, CHUNK_BYTES // (out_hw[0] * out_hw[1] * k * itemsize)))
+
+
+def conv2d_forward_chunked(
+    owner, x: Array, w: Array, b: Array | None, strides: tuple[int, int], padding: str
+) -> tuple[Array, ChunkedConvCache]:
+    """(n, h, w, cin) * (fh, fw, cin, cout) (+ b) -> (n, out_h, out_w, cout), as conv2d_forward, chunk by chunk.
+
+    `owner` (the layer) keeps the scratch buffers between calls.
+    """
+    xp = get_backend().xp
+    n, h, wd, cin = x.shape
+    fh, fw, _, cout = w.shape
+    pads = pads_2d((h, wd), (fh, fw), strides, padding)
+    out_hw = (output_size(h, fh, strides[0], padding), output_size(wd, fw, strides[1], padding))
+    w2 = w.reshape(fh * fw * cin, cout)
+    chunk, bufs = _chunk(n, out_hw, fh * fw * cin, x.dtype.itemsize), _Buffers(owner)
+    out = xp.empty((n, *out_hw, cout), dtype=x.dtype)
+    rows = out.reshape(n, -1, cout)
+
+    def run_chunk(start: int, stop: int, worker: int) -> None:
+        x_pad = _padded(bufs, x, start, stop, pads, f"pad{worker}")
+        cols = _columns(bufs, x_pad, (fh, fw), strides, out_hw, f"cols{worker}")
+        dst = rows[start:stop].reshape(-1, cout)
+        xp.matmul(cols, w2, out=dst)
+        if b is not None:
+            dst += b
+
+    map_chunks(run_chunk, n, chunk, cpu_workers())
+    return out, ChunkedConvCache(x, w, strides, pads, out_hw, chunk)
+
+
+def conv2d_backward_chunked(
+    owner, dout: Array, cache: ChunkedConvCache, need_dx: bool = True
+) -> tuple[Array | None, dict[str, Array]]:
+    """dx (or None), dW = Σ over chunks of colsᵀ·dout, db = Σ dout, for `conv2d_forward_chunked`."""
+    xp = get_backend().xp
+    x, w, strides, (oh, ow) = cache.x, cache.w, cache.strides, cache.out_hw
+    n, h, wd, cin = x.shape
+    fh, fw, _, cout = w.shape
+    (top, bottom), (left, right) = cache.pads
+    k = fh * fw * cin
+    w2 = w.reshape(k, cout)
+    chunk, bufs = cache.chunk, _Buffers(owner)
+    d_rows = xp.ascontiguousarray(dout).reshape(n, oh * ow, cout)
+    partial_dw = xp.empty((-(-n // chunk), k, cout), dtype=dout.dtype)
+    dx = xp.empty(x.shape, dtype=dout.dtype) if need_dx else None
+    sh, sw = strides
+
+    def run_chunk(start: int, stop: int, worker: int) -> None:
+        x_pad = _padded(bufs, x, start, stop, cache.pads, f"pad{worker}")
+        cols = _columns(bufs, x_pad, (fh, fw), strides, (oh, ow), f"cols{worker}")
+        g = d_rows[start:stop].reshape(-1, cout)
+        xp.matmul(cols.T, g, out=partial_dw[start // chunk])
+        if dx is None:
+            return
+        dcols = xp.matmul(g, w2.T, out=cols).reshape(stop - start, oh, ow, fh, fw, cin)  # reuses the columns
+        m = stop - start
+        d_pad = bufs.get(f"dpad{worker}", (m, top + h + bottom, left + wd + right, cin), dx.dtype, zero=True)
+        for i in range(fh):  # windows_add, into the chunk's padded buffer
+            for j in range(fw):
+                d_pad[:, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw] += dcols[:, :, :, i, j]
+        dx[start:stop] = d_pad[:, top : top + h, left : left + wd]
+
+    map_chunks(run_chunk, n, chunk, cpu_workers())
+    dw = partial_dw[0].copy()
+    for part in partial_dw[1:]:  # in chunk order: the sum does not depend on the number of workers
+        dw += part
+    return dx, {"w": dw.reshape(w.shape), "b": d_rows.reshape(-1, cout).sum(axis=0)}
