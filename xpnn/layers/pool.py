@@ -97,10 +97,12 @@ def maxpool_backward(dout: Array, cache: PoolCache) -> Array:
 
         _native_chunks(run_chunk, n, dout.size * kh * kw)
         return dx
-    won = cache.argmax[:, :, :, None, :] == xp.arange(kh * kw)[:, None]
-    # only the winner gets the gradient (a 0·g product would spread a NaN or inf gradient over the window)
-    patches = xp.where(won, dout[:, :, :, None, :], 0.0).reshape(n, out_h, out_w, kh, kw, c)
-    return crop_hw(windows_add(patches, cache.padded_shape, cache.strides), cache.pads)
+    (sh, sw), dx = cache.strides, xp.zeros(cache.padded_shape, dtype=dout.dtype)
+    for r in range(kh):  # windows_add's order; only the winner gets the gradient (a 0·g product would spread
+        for s in range(kw):  # a NaN or inf gradient over the window)
+            won = xp.where(cache.argmax == r * kw + s, dout, 0.0)
+            dx[:, r : r + sh * (out_h - 1) + 1 : sh, s : s + sw * (out_w - 1) + 1 : sw] += won
+    return crop_hw(dx, cache.pads)
 
 
 def avgpool_forward(
