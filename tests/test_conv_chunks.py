@@ -85,3 +85,20 @@ def test_the_cache_keeps_the_input_not_the_columns():
     _, cache = conv.forward(x)
     assert cache.x is x  # 1 MiB, where the columns would be 9 MiB
     assert not isinstance(cache, ConvCache)
+
+
+def test_conv_relu_unit_gives_the_layers_bits():
+    """plan() runs Conv2D → ReLU as one ConvRelu unit; record=True runs the layers one by one: the same bits."""
+    from xpnn import Dense, Flatten, ReLU, get_loss
+    from xpnn.layers.fused import ConvRelu, plan
+
+    layers = [Conv2D(6, 3, padding="same"), ReLU(), Conv2D(5, 3, strides=2), ReLU(), Flatten(), Dense(3)]
+    model = Sequential(layers, dtype="float32").build((11, 11, 2), seed=4)
+    assert [type(u).__name__ for u in plan(model.layers)] == ["ConvRelu", "ConvRelu", "Single", "Single"]
+    rng = np.random.default_rng(5)
+    x, y = rng.standard_normal((6, 11, 11, 2)).astype(np.float32), np.eye(3, dtype=np.float32)[rng.integers(0, 3, 6)]
+    loss = get_loss("softmax_cross_entropy")
+    fused, layered = model.run_pass(x, y, loss), model.run_pass(x, y, loss, record=True)
+    assert np.array_equal(fused.logits, layered.logits)
+    assert all(np.array_equal(a, b) for a, b in zip(fused.grads, layered.grads))
+    assert ConvRelu.applies(layers[0], layers[1]) and not ConvRelu.applies(layers[1], layers[0])

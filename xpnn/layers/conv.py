@@ -110,7 +110,7 @@ class Conv2D(Layer):
         return out_shape
 
     def forward(self, x: Array) -> tuple[Array, ConvCache | conv_chunks.ChunkedConvCache]:
-        if conv_chunks.takes(x):  # the CPU: chunks of images on every worker (conv_chunks.py)
+        if conv_chunks.takes(self, x):  # the CPU: chunks of images on every worker (conv_chunks.py)
             return conv_chunks.conv2d_forward_chunked(
                 self, x, self.params["w"], self.params.get("b"), self.strides, self.padding
             )

@@ -38,9 +38,11 @@ class ChunkedConvCache:
     chunk: int  # images per chunk, fixed by size: the backward sums dW over the same chunks
 
 
-def takes(x: Array) -> bool:
-    """Whether conv math on `x` runs here: the NumPy backend (CuPy runs the one-GEMM path, few large kernels)."""
-    return get_backend().name == "numpy" and x.ndim == 4
+def takes(layer, x: Array) -> bool:
+    """Whether `layer`'s conv on `x` runs here: the NumPy backend (CuPy runs the one-GEMM path, few large
+    kernels), and no dilation or groups (this path has neither)."""
+    plain = tuple(getattr(layer, "dilation_rate", (1, 1))) == (1, 1) and getattr(layer, "groups", 1) == 1
+    return plain and get_backend().name == "numpy" and x.ndim == 4
 
 
 class _Buffers:
@@ -89,10 +91,11 @@ def _chunk(n: int, out_hw, k: int, itemsize: int) -> int:
 
 
 def conv2d_forward_chunked(
-    owner, x: Array, w: Array, b: Array | None, strides: tuple[int, int], padding: str
+    owner, x: Array, w: Array, b: Array | None, strides: tuple[int, int], padding: str, relu: bool = False
 ) -> tuple[Array, ChunkedConvCache]:
     """(n, h, w, cin) * (fh, fw, cin, cout) (+ b) -> (n, out_h, out_w, cout), as conv2d_forward, chunk by chunk.
 
+    With `relu`, max(·, 0) runs on each chunk's output while it is in cache (as relu_forward: the same bits).
     `owner` (the layer) keeps the scratch buffers between calls.
     """
     xp = get_backend().xp
@@ -112,15 +115,21 @@ def conv2d_forward_chunked(
         xp.matmul(cols, w2, out=dst)
         if b is not None:
             dst += b
+        if relu:
+            xp.maximum(dst, 0.0, out=dst)
 
     map_chunks(run_chunk, n, chunk, cpu_workers())
     return out, ChunkedConvCache(x, w, strides, pads, out_hw, chunk)
 
 
 def conv2d_backward_chunked(
-    owner, dout: Array, cache: ChunkedConvCache, need_dx: bool = True
+    owner, dout: Array, cache: ChunkedConvCache, need_dx: bool = True, relu_out: Array | None = None
 ) -> tuple[Array | None, dict[str, Array]]:
-    """dx (or None), dW = Σ over chunks of colsᵀ·dout, db = Σ dout, for `conv2d_forward_chunked`."""
+    """dx (or None), dW = Σ over chunks of colsᵀ·dout, db = Σ dout, for `conv2d_forward_chunked`.
+
+    With `relu_out` (the forward's output after its ReLU), dout first goes through the ReLU's gradient, chunk
+    by chunk (as relu_grad: the same bits).
+    """
     xp = get_backend().xp
     x, w, strides, (oh, ow) = cache.x, cache.w, cache.strides, cache.out_hw
     n, h, wd, cin = x.shape
@@ -130,6 +139,9 @@ def conv2d_backward_chunked(
     w2 = w.reshape(k, cout)
     chunk, bufs = cache.chunk, _Buffers(owner)
     d_rows = xp.ascontiguousarray(dout).reshape(n, oh * ow, cout)
+    if relu_out is not None:
+        out_rows, d_rows = relu_out.reshape(n, oh * ow, cout), xp.empty_like(d_rows)
+        dout_rows = xp.ascontiguousarray(dout).reshape(n, oh * ow, cout)
     partial_dw = xp.empty((-(-n // chunk), k, cout), dtype=dout.dtype)
     dx = xp.empty(x.shape, dtype=dout.dtype) if need_dx else None
     sh, sw = strides
@@ -137,6 +149,8 @@ def conv2d_backward_chunked(
     def run_chunk(start: int, stop: int, worker: int) -> None:
         x_pad = _padded(bufs, x, start, stop, cache.pads, f"pad{worker}")
         cols = _columns(bufs, x_pad, (fh, fw), strides, (oh, ow), f"cols{worker}")
+        if relu_out is not None:  # the ReLU's gradient, kernels.relu_grad's formula
+            xp.multiply(dout_rows[start:stop], out_rows[start:stop] > 0, out=d_rows[start:stop])
         g = d_rows[start:stop].reshape(-1, cout)
         xp.matmul(cols.T, g, out=partial_dw[start // chunk])
         if dx is None:

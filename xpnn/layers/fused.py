@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from xpnn.backends import get_backend, native
 from xpnn.cpu_threads import cpu_workers, map_chunks
+from xpnn.layers import conv_chunks
 from xpnn.layers.activations import ReLU
 from xpnn.layers.base import Layer
 from xpnn.layers.conv import Conv2D, conv2d_input_grad
@@ -323,18 +324,59 @@ class ConvReluPool:
         return dx, [self._grads(xp.ascontiguousarray(dw_rows.T).reshape(w.shape), g), {}, {}]
 
 
+class ConvRelu:
+    """Conv2D → ReLU as one unit on the CPU: conv_chunks runs the ReLU on each chunk's conv output while it
+    is in cache, and the ReLU's gradient on each chunk of the backward: the two layers' bits, one pass less
+    over the output each way, and no pre-activation kept."""
+
+    def __init__(self, conv: Conv2D, relu: ReLU) -> None:
+        self.layers = (conv, relu)
+
+    @staticmethod
+    def applies(conv: Layer, relu: Layer) -> bool:
+        """A plain Conv2D (conv_chunks runs it) and a ReLU, on the NumPy backend."""
+        return type(conv) is Conv2D and type(relu) is ReLU and get_backend().name == "numpy"
+
+    def forward(self, x: Array, training: bool = False):
+        conv = self.layers[0]
+        if not conv_chunks.takes(conv, x):  # e.g. a dilated conv: layer by layer
+            out, cache = conv.forward(x)
+            relu_out, _ = self.layers[1].forward(out)
+            return relu_out, (None, cache, relu_out)
+        out, cache = conv_chunks.conv2d_forward_chunked(
+            conv, x, conv.params["w"], conv.params.get("b"), conv.strides, conv.padding, relu=True
+        )
+        return out, (cache, None, out)
+
+    def backward(self, dout: Array, cache, need_dx: bool = True):
+        conv, relu = self.layers
+        chunked, layer_cache, out = cache
+        if chunked is None:
+            d, _ = relu.backward(dout, out)
+            dx, grads = conv.backward(d, layer_cache, need_dx)
+            return dx, [grads, {}]
+        dx, grads = conv_chunks.conv2d_backward_chunked(conv, dout, chunked, need_dx, relu_out=out)
+        if not conv.use_bias:
+            del grads["b"]
+        return dx, [grads, {}]
+
+
 def uses_native(x: Array) -> bool:
     """Whether the fused unit runs native.c on `x`: the NumPy backend, float32/64, and the kernels enabled."""
     return native.takes(x)
 
 
 def plan(layers: list[Layer], fuse: bool = True) -> list:
-    """The units that run `layers` in order: fused Conv2D → ReLU → MaxPool2D triples where they apply."""
+    """The units that run `layers` in order: fused Conv2D → ReLU → MaxPool2D triples where they apply, then
+    Conv2D → ReLU pairs (CPU)."""
     units, i = [], 0
     while i < len(layers):
         if fuse and i + 2 < len(layers) and ConvReluPool.applies(*layers[i : i + 3]):
             units.append(ConvReluPool(*layers[i : i + 3]))
             i += 3
+        elif fuse and i + 1 < len(layers) and ConvRelu.applies(*layers[i : i + 2]):
+            units.append(ConvRelu(*layers[i : i + 2]))
+            i += 2
         else:
             units.append(Single(layers[i]))
             i += 1
