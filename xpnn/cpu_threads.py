@@ -102,14 +102,19 @@ def matmul(a, b):
     has not yet scheduled: on this busy 2-core VM the MLP's training step took 52 ms with BLAS at 2 threads and
     7.7 ms at 1. Workers that take blocks as they come free never wait for each other that way. Blocks split
     the larger of a's rows and b's columns, so each output value is one BLAS dot product over the whole inner
-    dimension, the same whichever worker computes it. CuPy (and small products) get one plain matmul.
+    dimension, the same whichever worker computes it. Small products run whole on the calling thread, BLAS at
+    one thread too; CuPy gets one plain matmul. Call it from layer math, not from inside a map_chunks worker
+    (whose BLAS is at one thread already, and whose limit a nested one would undo).
     """
     from xpnn.backends import get_backend
 
     xp = get_backend().xp
     (m, k), n = a.shape, b.shape[1]
-    if get_backend().name != "numpy" or m * k * n < 2 * GEMM_BLOCK_MACS:
+    if get_backend().name != "numpy":
         return a @ b
+    if m * k * n < 2 * GEMM_BLOCK_MACS:
+        with _blas().limit(limits=1):  # 6 µs; at 2 threads a 64×400 · 400×120 product took 92 ms here, busy
+            return a @ b
     out = xp.empty((m, n), dtype=xp.result_type(a, b))
     if m >= n:
         rows = max(16, GEMM_BLOCK_MACS // (k * n) // 16 * 16)
