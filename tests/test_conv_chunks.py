@@ -102,3 +102,21 @@ def test_conv_relu_unit_gives_the_layers_bits():
     assert np.array_equal(fused.logits, layered.logits)
     assert all(np.array_equal(a, b) for a, b in zip(fused.grads, layered.grads))
     assert ConvRelu.applies(layers[0], layers[1]) and not ConvRelu.applies(layers[1], layers[0])
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_chunked_input_gradient_equals_conv2d_input_grad(geometry, monkeypatch):
+    """The fused unit's NumPy backward takes dx from conv2d_input_grad_chunked; its twin is conv2d_input_grad."""
+    from xpnn.layers.conv import conv2d_input_grad
+    from xpnn.layers.padding import pads_2d
+
+    monkeypatch.setattr(conv_chunks, "CHUNK_BYTES", 1 << 11)
+    shape, filters, kernel, strides, padding = geometry
+    conv = layer(shape, filters, kernel, strides, padding, "float64")
+    out, _ = conv.forward(np.zeros((4, *shape)))
+    dout = np.random.default_rng(6).standard_normal(out.shape)
+    pads = pads_2d(shape[:2], conv.kernel_size, conv.strides, conv.padding)
+    padded = (4, shape[0] + sum(pads[0]), shape[1] + sum(pads[1]), shape[2])
+    want = conv2d_input_grad(dout, conv.params["w"], padded, pads, conv.strides)
+    got = conv_chunks.conv2d_input_grad_chunked(conv, dout, conv.params["w"], (4, *shape), pads, conv.strides)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())

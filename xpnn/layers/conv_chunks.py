@@ -134,7 +134,6 @@ def conv2d_backward_chunked(
     x, w, strides, (oh, ow) = cache.x, cache.w, cache.strides, cache.out_hw
     n, h, wd, cin = x.shape
     fh, fw, _, cout = w.shape
-    (top, bottom), (left, right) = cache.pads
     k = fh * fw * cin
     w2 = w.reshape(k, cout)
     chunk, bufs = cache.chunk, _Buffers(owner)
@@ -144,7 +143,6 @@ def conv2d_backward_chunked(
         dout_rows = xp.ascontiguousarray(dout).reshape(n, oh * ow, cout)
     partial_dw = xp.empty((-(-n // chunk), k, cout), dtype=dout.dtype)
     dx = xp.empty(x.shape, dtype=dout.dtype) if need_dx else None
-    sh, sw = strides
 
     def run_chunk(start: int, stop: int, worker: int) -> None:
         x_pad = _padded(bufs, x, start, stop, cache.pads, f"pad{worker}")
@@ -155,16 +153,48 @@ def conv2d_backward_chunked(
         xp.matmul(cols.T, g, out=partial_dw[start // chunk])
         if dx is None:
             return
-        dcols = xp.matmul(g, w2.T, out=cols).reshape(stop - start, oh, ow, fh, fw, cin)  # reuses the columns
-        m = stop - start
-        d_pad = bufs.get(f"dpad{worker}", (m, top + h + bottom, left + wd + right, cin), dx.dtype, zero=True)
-        for i in range(fh):  # windows_add, into the chunk's padded buffer
-            for j in range(fw):
-                d_pad[:, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw] += dcols[:, :, :, i, j]
-        dx[start:stop] = d_pad[:, top : top + h, left : left + wd]
+        dcols = xp.matmul(g, w2.T, out=cols)  # reuses the columns' buffer
+        _add_windows(bufs, dcols, dx, start, stop, w.shape, cache.pads, strides, (oh, ow), worker)
 
     map_chunks(run_chunk, n, chunk, cpu_workers())
     dw = partial_dw[0].copy()
     for part in partial_dw[1:]:  # in chunk order: the sum does not depend on the number of workers
         dw += part
     return dx, {"w": dw.reshape(w.shape), "b": d_rows.reshape(-1, cout).sum(axis=0)}
+
+
+def _add_windows(
+    bufs: _Buffers, dcols: Array, dx: Array, start: int, stop: int, w_shape, pads, strides, out_hw, worker: int
+) -> None:
+    """dx[start:stop] = the columns' gradient (m·out_h·out_w, fh·fw·cin) added back over its windows (as
+    windows_add, in a reused padded buffer), then cropped."""
+    (fh, fw, cin, _), (oh, ow), (sh, sw) = w_shape, out_hw, strides
+    (top, bottom), (left, right) = pads
+    m, h, wd = stop - start, dx.shape[1], dx.shape[2]
+    dcols = dcols.reshape(m, oh, ow, fh, fw, cin)
+    d_pad = bufs.get(f"dpad{worker}", (m, top + h + bottom, left + wd + right, cin), dx.dtype, zero=True)
+    for i in range(fh):
+        for j in range(fw):
+            d_pad[:, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw] += dcols[:, :, :, i, j]
+    dx[start:stop] = d_pad[:, top : top + h, left : left + wd]
+
+
+def conv2d_input_grad_chunked(owner, dout: Array, w: Array, x_shape, pads, strides: tuple[int, int]) -> Array:
+    """dx (x_shape) for a conv's output gradient dout, as conv.py's conv2d_input_grad, chunk by chunk on every
+    worker: each chunk's dout · Wᵀ, then added back over the windows. No sums across images: the same bits
+    for any chunking."""
+    xp = get_backend().xp
+    n, oh, ow, cout = dout.shape
+    fh, fw, cin, _ = w.shape
+    w2t = w.reshape(fh * fw * cin, cout).T
+    d_rows = xp.ascontiguousarray(dout).reshape(n, oh * ow, cout)
+    dx = xp.empty(x_shape, dtype=dout.dtype)
+    chunk, bufs = _chunk(n, (oh, ow), fh * fw * cin, dout.dtype.itemsize), _Buffers(owner)
+
+    def run_chunk(start: int, stop: int, worker: int) -> None:
+        dcols = bufs.get(f"cols{worker}", ((stop - start) * oh * ow, fh * fw * cin), dout.dtype)
+        xp.matmul(d_rows[start:stop].reshape(-1, cout), w2t, out=dcols)
+        _add_windows(bufs, dcols, dx, start, stop, w.shape, pads, strides, (oh, ow), worker)
+
+    map_chunks(run_chunk, n, chunk, cpu_workers())
+    return dx

@@ -284,7 +284,10 @@ class ConvReluPool:
             dconv[images, rows, cols, channels] = g
             (top, bottom), (left, right) = cache.pads
             padded_shape = (n, cache.x.shape[1] + top + bottom, cache.x.shape[2] + left + right, cin)
-            dx = conv2d_input_grad(dconv, w, padded_shape, cache.pads, conv.strides)
+            if backend.name == "numpy":  # chunks on every worker, BLAS at one thread each (conv_chunks.py)
+                dx = conv_chunks.conv2d_input_grad_chunked(conv, dconv, w, cache.x.shape, cache.pads, conv.strides)
+            else:
+                dx = conv2d_input_grad(dconv, w, padded_shape, cache.pads, conv.strides)
         return dx, [grads, {}, {}]
 
     def _grads(self, dw: Array, g: Array) -> dict[str, Array]:
