@@ -120,3 +120,15 @@ def test_chunked_input_gradient_equals_conv2d_input_grad(geometry, monkeypatch):
     want = conv2d_input_grad(dout, conv.params["w"], padded, pads, conv.strides)
     got = conv_chunks.conv2d_input_grad_chunked(conv, dout, conv.params["w"], (4, *shape), pads, conv.strides)
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+def test_a_strided_input_gives_the_contiguous_result(padding):
+    conv = layer((9, 9, 3), 4, 3, 1, padding, "float64")
+    x = np.random.default_rng(7).standard_normal((3, 9, 9, 6))[..., ::2]  # every other channel: not contiguous
+    out, cache = conv.forward(x)
+    ref, ref_cache = conv.forward(np.ascontiguousarray(x))
+    assert np.array_equal(out, ref)
+    dout = np.cos(out)
+    (dx, g), (ref_dx, ref_g) = conv.backward(dout, cache), conv.backward(dout, ref_cache)
+    assert np.array_equal(dx, ref_dx) and all(np.array_equal(g[k], ref_g[k]) for k in g)

@@ -69,7 +69,7 @@ def _padded(bufs: _Buffers, x: Array, start: int, stop: int, pads, name: str) ->
     (top, bottom), (left, right) = pads
     _, h, w, c = x.shape
     if top == bottom == left == right == 0:
-        return x[start:stop]
+        return get_backend().xp.ascontiguousarray(x[start:stop])  # copy_runs needs whole contiguous rows
     buf = bufs.get(name, (stop - start, top + h + bottom, left + w + right, c), x.dtype)
     buf[:, top : top + h, left : left + w] = x[start:stop]
     return buf

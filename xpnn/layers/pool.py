@@ -71,10 +71,20 @@ def maxpool_forward(
         _native_chunks(run_chunk, x.shape[0], out.size * pool_size[0] * pool_size[1])
         return out, PoolCache(padded_shape, pads, pool_size, strides, argmax=argmax)
     x_pad = pad_hw(x, pads, -xp.inf)
-    n, c = x.shape[0], x.shape[3]
-    flat = window_view(x_pad, pool_size, strides, out_hw).reshape(n, *out_hw, pool_size[0] * pool_size[1], c)
-    argmax = flat.argmax(axis=3)
-    out = xp.take_along_axis(flat, argmax[:, :, :, None, :], axis=3)[:, :, :, 0, :]
+    windows = window_view(x_pad, pool_size, strides, out_hw)
+    out = windows[:, :, :, 0, 0, :].copy()
+    argmax = xp.zeros(out.shape, dtype=xp.int64)
+    wins = xp.empty(out.shape, dtype=bool)
+    nan = bool(xp.isnan(x).any())
+    # numpy.argmax's winner, cell by cell in row-major order: a larger value wins, a NaN beats any number, the
+    # first of equals stays (in place: 40 ms where an argmax over the strided windows took 71, 64 × 32×32×32)
+    for cell in range(1, pool_size[0] * pool_size[1]):
+        v = windows[:, :, :, cell // pool_size[1], cell % pool_size[1], :]
+        xp.greater(v, out, out=wins)
+        if nan:
+            wins |= xp.isnan(v) & ~xp.isnan(out)
+        xp.copyto(out, v, where=wins)
+        xp.copyto(argmax, cell, where=wins)
     return out, PoolCache(x_pad.shape, pads, pool_size, strides, argmax=argmax)
 
 
