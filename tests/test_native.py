@@ -57,6 +57,8 @@ GEOMETRIES = [
     ((17, 17, 4), 12, 3, 3, "same", (3, 2)),  # stride 3, 12 channels = 3 float64 vectors
     ((13, 14, 3), 9, (2, 3), 1, "valid", (4, 6)),  # VALID, a window row of 4 + 2 cells
     ((10, 10, 1), 1, 1, 1, "same", 5),  # one channel, 1x1 kernel
+    ((10, 12, 3), 6, 3, 1, "same", 2),  # 2x2 pools: the twin's backward runs dense (fused.DENSE_BACKWARD_CELLS)
+    ((12, 9, 2), 5, 2, 2, "valid", (2, 1)),
 ]
 
 

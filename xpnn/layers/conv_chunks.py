@@ -86,7 +86,8 @@ def _columns(bufs: _Buffers, x_pad: Array, k_hw, strides, out_hw, name: str) -> 
     return cols
 
 
-def _chunk(n: int, out_hw, k: int, itemsize: int) -> int:
+def chunk_images(n: int, out_hw, k: int, itemsize: int) -> int:
+    """Images per chunk for a batch of n whose conv outputs out_hw each read k values: ~CHUNK_BYTES of columns."""
     return max(1, min(n, CHUNK_IMAGES, CHUNK_BYTES // (out_hw[0] * out_hw[1] * k * itemsize)))
 
 
@@ -104,7 +105,7 @@ def conv2d_forward_chunked(
     pads = pads_2d((h, wd), (fh, fw), strides, padding)
     out_hw = (output_size(h, fh, strides[0], padding), output_size(wd, fw, strides[1], padding))
     w2 = w.reshape(fh * fw * cin, cout)
-    chunk, bufs = _chunk(n, out_hw, fh * fw * cin, x.dtype.itemsize), _Buffers(owner)
+    chunk, bufs = chunk_images(n, out_hw, fh * fw * cin, x.dtype.itemsize), _Buffers(owner)
     out = xp.empty((n, *out_hw, cout), dtype=x.dtype)
     rows = out.reshape(n, -1, cout)
 
@@ -189,7 +190,7 @@ def conv2d_input_grad_chunked(owner, dout: Array, w: Array, x_shape, pads, strid
     w2t = w.reshape(fh * fw * cin, cout).T
     d_rows = xp.ascontiguousarray(dout).reshape(n, oh * ow, cout)
     dx = xp.empty(x_shape, dtype=dout.dtype)
-    chunk, bufs = _chunk(n, (oh, ow), fh * fw * cin, dout.dtype.itemsize), _Buffers(owner)
+    chunk, bufs = chunk_images(n, (oh, ow), fh * fw * cin, dout.dtype.itemsize), _Buffers(owner)
 
     def run_chunk(start: int, stop: int, worker: int) -> None:
         dcols = bufs.get(f"cols{worker}", ((stop - start) * oh * ow, fh * fw * cin), dout.dtype)

@@ -35,6 +35,10 @@ GPU_CHUNK_BYTES = 1 << 30  # CuPy: few, large GEMMs (each chunk costs ~8 kernel 
 # native.c: a worker thread only for every 8M multiply-adds (~0.3 ms); waking one costs ~0.15 ms, so the
 # reference net's second unit (2M) and its backward passes at batch 64 run faster on the calling thread alone
 PARALLEL_MACS = 8 << 20
+# The NumPy backward of pools of at most this many cells runs dense GEMMs over every conv output (conv_chunks)
+# instead of gathering one input patch per window and channel: VGG-style 32-channel conv + 2x2 pool unit,
+# batch 64, backward 63.8 ms gathering (see docs/benchmarks.md)
+DENSE_BACKWARD_CELLS = 4
 
 
 def native_workers(macs: int) -> int:
@@ -254,6 +258,8 @@ class ConvReluPool:
         rows = xp.arange(out_h).reshape(1, out_h, 1, 1) * ph + cache.argmax // pw
         cols = xp.arange(out_w).reshape(1, 1, out_w, 1) * pw + cache.argmax % pw
         images = xp.arange(n).reshape(n, 1, 1, 1)
+        if backend.name == "numpy" and ph * pw <= DENSE_BACKWARD_CELLS:
+            return self._dense_backward(g, cache, (images, rows, cols), need_dx)
         k = fh * fw * cin
         chunk, workers = chunking(
             n, out_h * out_w * cout * k * dout.dtype.itemsize, CHUNK_BYTES // 4
@@ -289,6 +295,23 @@ class ConvReluPool:
             else:
                 dx = conv2d_input_grad(dconv, w, padded_shape, cache.pads, conv.strides)
         return dx, [grads, {}, {}]
+
+    def _dense_backward(self, g: Array, cache: ConvReluPoolCache, winners, need_dx: bool):
+        """The NumPy backward for small pools: g scattered onto the winners of a zero conv-output gradient,
+        then conv_chunks' chunked backward (GEMMs over every conv output, ph·pw times the winners' work, where
+        gathering one patch per window and channel moved ph·pw-fold less but ran 4x slower on 2x2 pools)."""
+        conv = self.layers[0]
+        xp, w = get_backend().xp, conv.params["w"]
+        n, cout = g.shape[0], w.shape[3]
+        dconv = xp.zeros((n, *cache.conv_hw, cout), dtype=g.dtype)
+        dconv[(*winners, xp.arange(cout).reshape(1, 1, 1, cout))] = g
+        k = w.shape[0] * w.shape[1] * w.shape[2]
+        chunked = conv_chunks.ChunkedConvCache(
+            cache.x, w, conv.strides, cache.pads, cache.conv_hw,
+            conv_chunks.chunk_images(n, cache.conv_hw, k, g.dtype.itemsize),
+        )  # fmt: skip
+        dx, grads = conv_chunks.conv2d_backward_chunked(conv, dconv, chunked, need_dx)
+        return dx, [self._grads(grads["w"], g), {}, {}]
 
     def _grads(self, dw: Array, g: Array) -> dict[str, Array]:
         """{"w": dw, "b": Σ g over images and windows} (no "b" for a conv without bias)."""
