@@ -73,9 +73,16 @@ static int64_t *window_cells(const Geometry *g)
  * the geometry suits it; xpnn_avx512 = 0 (set from Python, for tests) keeps every call on the generic kernel. */
 #if defined(__GNUC__) && defined(__x86_64__)
 #include "native_avx512.h"
+#include "native_gemm.h"
 int xpnn_avx512 = 1;
 #else
 int xpnn_avx512 = 0;
+static int gemm_avx512(const float *a, int64_t a_row, int64_t a_col, const float *b, float *c, int64_t m, int64_t k,
+                       int64_t n)
+{
+    (void)a, (void)a_row, (void)a_col, (void)b, (void)c, (void)m, (void)k, (void)n;
+    return -1;
+}
 static int avx512_takes(const Geometry *g) { (void)g; return 0; }
 static int forward_f32_avx512(const float *x, const float *w, const Geometry *g, float *p, int64_t *a)
 {
@@ -98,6 +105,14 @@ int conv_relu_pool_forward_f64(const double *x, const double *w_lanes, const Geo
                                int64_t *argmax)
 {
     return forward_generic_f64(x, w_lanes, g, pooled, argmax);
+}
+
+/* c (m, n) = a (m, k) · b (k, n), float32, b and c C-contiguous, a[i][t] at a + i·a_row + t·a_col; native_gemm.h.
+ * Returns 0, or -1 where it does not run (no AVX-512F, xpnn_avx512 = 0, n not a multiple of 16): the caller
+ * then uses NumPy's matmul. */
+int gemm_f32(const float *a, int64_t a_row, int64_t a_col, const float *b, float *c, int64_t m, int64_t k, int64_t n)
+{
+    return xpnn_avx512 ? gemm_avx512(a, a_row, a_col, b, c, m, k, n) : -1;
 }
 
 /* setuptools builds every extension with an init function to export. The library is loaded with ctypes, not

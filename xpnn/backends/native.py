@@ -58,6 +58,8 @@ def _load() -> ctypes.CDLL | None:
             backward = getattr(lib, f"conv_relu_pool_backward_{suffix}")
             backward.argtypes = [pointer, pointer, geometry, pointer, pointer, pointer, pointer]
             backward.restype = ctypes.c_int
+            lib.gemm_f32.argtypes = [pointer, *[ctypes.c_int64] * 2, pointer, pointer, *[ctypes.c_int64] * 3]
+            lib.gemm_f32.restype = ctypes.c_int
             pool = ctypes.POINTER(PoolGeometry)
             for name, args in (
                 ("max_pool_forward", [pointer, pool, pointer, pointer]),
@@ -254,3 +256,27 @@ def avg_pool_backward(dout: np.ndarray, counts: np.ndarray, g: PoolGeometry, dx:
         _address(dx, x_shape, dout.dtype, "dx"),
     )
     _check(code, "average pool backward")
+
+
+# ---- float32 GEMM (native_gemm.h) ------------------------------------------------------------------------------
+def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
+    """out = a @ b with native.c's AVX-512 float32 GEMM, where it runs; False (out untouched) where it does not.
+
+    It runs for float32, b and out C-contiguous, b's columns a multiple of 16, a with any whole-element
+    strides (a transposed view included), on a CPU with AVX-512F and the switch (`avx512_switch`) on. Each
+    output is one in-order sum over the inner dimension: the same bits however the caller splits the rows.
+    """
+    f32 = np.dtype(np.float32)
+    if a.dtype != f32 or b.dtype != f32 or out.dtype != f32 or a.ndim != 2 or b.ndim != 2:
+        return False
+    (m, k), n = a.shape, b.shape[1]
+    if b.shape[0] != k or out.shape != (m, n) or n % 16 or not (b.flags.c_contiguous and out.flags.c_contiguous):
+        return False
+    if a.strides[0] % 4 or a.strides[1] % 4:
+        return False
+    lib = _load()
+    if lib is None:
+        return False
+    return (
+        lib.gemm_f32(a.ctypes.data, a.strides[0] // 4, a.strides[1] // 4, b.ctypes.data, out.ctypes.data, m, k, n) == 0
+    )

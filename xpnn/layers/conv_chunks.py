@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from xpnn.backends import get_backend
+from xpnn.backends import get_backend, native
 from xpnn.cpu_threads import cpu_workers, map_chunks
 from xpnn.layers.padding import output_size, pads_2d
 from xpnn.layers.windows import window_view
@@ -86,6 +86,13 @@ def _columns(bufs: _Buffers, x_pad: Array, k_hw, strides, out_hw, name: str) -> 
     return cols
 
 
+def _matmul(a: Array, b: Array, out: Array) -> None:
+    """out = a @ b: native.c's AVX-512 float32 GEMM where it runs (twice OpenBLAS's Haswell kernels here, see
+    native_gemm.h), else NumPy's matmul (BLAS at one thread inside a chunk)."""
+    if not (native.takes(a) and native.gemm(a, b, out)):
+        get_backend().xp.matmul(a, b, out=out)
+
+
 def chunk_images(n: int, out_hw, k: int, itemsize: int) -> int:
     """Images per chunk for a batch of n whose conv outputs out_hw each read k values: ~CHUNK_BYTES of columns."""
     return max(1, min(n, CHUNK_IMAGES, CHUNK_BYTES // (out_hw[0] * out_hw[1] * k * itemsize)))
@@ -113,7 +120,7 @@ def conv2d_forward_chunked(
         x_pad = _padded(bufs, x, start, stop, pads, f"pad{worker}")
         cols = _columns(bufs, x_pad, (fh, fw), strides, out_hw, f"cols{worker}")
         dst = rows[start:stop].reshape(-1, cout)
-        xp.matmul(cols, w2, out=dst)
+        _matmul(cols, w2, dst)
         if b is not None:
             dst += b
         if relu:
@@ -137,6 +144,7 @@ def conv2d_backward_chunked(
     fh, fw, _, cout = w.shape
     k = fh * fw * cin
     w2 = w.reshape(k, cout)
+    w2t = xp.ascontiguousarray(w2.T)
     chunk, bufs = cache.chunk, _Buffers(owner)
     d_rows = xp.ascontiguousarray(dout).reshape(n, oh * ow, cout)
     if relu_out is not None:
@@ -151,10 +159,11 @@ def conv2d_backward_chunked(
         if relu_out is not None:  # the ReLU's gradient, kernels.relu_grad's formula
             xp.multiply(dout_rows[start:stop], out_rows[start:stop] > 0, out=d_rows[start:stop])
         g = d_rows[start:stop].reshape(-1, cout)
-        xp.matmul(cols.T, g, out=partial_dw[start // chunk])
+        _matmul(cols.T, g, partial_dw[start // chunk])
         if dx is None:
             return
-        dcols = xp.matmul(g, w2.T, out=cols)  # reuses the columns' buffer
+        dcols = cols  # reuses the columns' buffer
+        _matmul(g, w2t, dcols)
         _add_windows(bufs, dcols, dx, start, stop, w.shape, cache.pads, strides, (oh, ow), worker)
 
     map_chunks(run_chunk, n, chunk, cpu_workers())
@@ -187,14 +196,14 @@ def conv2d_input_grad_chunked(owner, dout: Array, w: Array, x_shape, pads, strid
     xp = get_backend().xp
     n, oh, ow, cout = dout.shape
     fh, fw, cin, _ = w.shape
-    w2t = w.reshape(fh * fw * cin, cout).T
+    w2t = xp.ascontiguousarray(w.reshape(fh * fw * cin, cout).T)
     d_rows = xp.ascontiguousarray(dout).reshape(n, oh * ow, cout)
     dx = xp.empty(x_shape, dtype=dout.dtype)
     chunk, bufs = chunk_images(n, (oh, ow), fh * fw * cin, dout.dtype.itemsize), _Buffers(owner)
 
     def run_chunk(start: int, stop: int, worker: int) -> None:
         dcols = bufs.get(f"cols{worker}", ((stop - start) * oh * ow, fh * fw * cin), dout.dtype)
-        xp.matmul(d_rows[start:stop].reshape(-1, cout), w2t, out=dcols)
+        _matmul(d_rows[start:stop].reshape(-1, cout), w2t, dcols)
         _add_windows(bufs, dcols, dx, start, stop, w.shape, pads, strides, (oh, ow), worker)
 
     map_chunks(run_chunk, n, chunk, cpu_workers())
