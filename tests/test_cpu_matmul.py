@@ -14,17 +14,20 @@ def numpy_backend():
     return xpnn.set_backend("numpy")
 
 
-@pytest.mark.parametrize("shape", [(300, 70, 50), (40, 90, 700), (2000, 3, 2), (17, 33, 1)])
+@pytest.mark.parametrize("shape", [(300, 70, 50), (40, 90, 700), (2000, 3, 2), (17, 33, 1), (100, 60, 64)])
 @pytest.mark.parametrize("transposed", [False, True])
-def test_blocks_give_the_plain_product(shape, transposed, monkeypatch):
+@pytest.mark.parametrize("dtype", ["float64", "float32"])  # float32 with 16k columns: native.c's AVX-512 GEMM
+def test_blocks_give_the_plain_product(shape, transposed, dtype, monkeypatch):
     monkeypatch.setattr(cpu_threads, "GEMM_BLOCK_MACS", 1 << 10)  # many blocks, rows or columns
     m, k, n = shape
     rng = np.random.default_rng(0)
     a = rng.standard_normal((k, m)).T if transposed else rng.standard_normal((m, k))  # Dense's xᵀ is a view
-    b = rng.standard_normal((k, n))
+    a, b = a.astype(dtype), rng.standard_normal((k, n)).astype(dtype)
     got = cpu_threads.matmul(a, b)
-    assert got.shape == (m, n) and got.dtype == np.float64
-    np.testing.assert_allclose(got, a @ b, rtol=1e-12, atol=1e-12 * np.abs(a @ b).max())
+    want = a.astype(np.float64) @ b.astype(np.float64)
+    assert got.shape == (m, n) and got.dtype == np.dtype(dtype)
+    rtol = 1e-12 if dtype == "float64" else 1e-5
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * np.abs(want).max())
 
 
 def test_blocks_do_not_depend_on_the_number_of_workers(monkeypatch):

@@ -105,19 +105,29 @@ def matmul(a, b):
     7.7 ms at 1. Workers that take blocks as they come free never wait for each other that way. Blocks split
     the larger of a's rows and b's columns, so each output value is one BLAS dot product over the whole inner
     dimension, the same whichever worker computes it. Small products run whole on the calling thread, BLAS at
-    one thread too; CuPy gets one plain matmul. Call it from layer math, not from inside a map_chunks worker
-    (whose BLAS is at one thread already, and whose limit a nested one would undo).
+    one thread too; CuPy gets one plain matmul. float32 products that native.c's AVX-512 GEMM takes (b's
+    columns a multiple of 16, b contiguous) go to it in blocks of rows instead (`native.gemm`). Call it from
+    layer math, not from inside a map_chunks worker (whose BLAS is at one thread already, and whose limit a
+    nested one would undo).
     """
-    from xpnn.backends import get_backend
+    from xpnn.backends import get_backend, native
 
     xp = get_backend().xp
     (m, k), n = a.shape, b.shape[1]
     if get_backend().name != "numpy":
         return a @ b
+    out = xp.empty((m, n), dtype=xp.result_type(a, b))
+    if native.takes(a) and native.gemm(a[:0], b, out[:0]):  # native.c's AVX-512 GEMM takes these operands
+        rows = max(12, GEMM_BLOCK_MACS // (k * n) // 12 * 12)  # whole 6- and 12-row register blocks
+
+        def run_native(start: int, stop: int, worker: int) -> None:
+            native.gemm(a[start:stop], b, out[start:stop])
+
+        map_chunks(run_native, m, rows, cpu_workers() if m * k * n >= 2 * GEMM_BLOCK_MACS else 1, blas=False)
+        return out
     if m * k * n < 2 * GEMM_BLOCK_MACS:
         with _blas().limit(limits=1):  # 6 µs; at 2 threads a 64×400 · 400×120 product took 92 ms here, busy
             return a @ b
-    out = xp.empty((m, n), dtype=xp.result_type(a, b))
     if m >= n:
         rows = max(MIN_BLOCK, GEMM_BLOCK_MACS // (k * n) // 16 * 16)
 
