@@ -234,7 +234,7 @@ needs_avx512 = pytest.mark.skipif(not (native.built() and cpu_has_avx512()), rea
 
 
 @needs_avx512
-@pytest.mark.parametrize("shape", [(37, 29, 64), (100, 288, 32), (13, 7, 16), (50, 800, 80), (6, 5, 48)])
+@pytest.mark.parametrize("shape", [(37, 29, 64), (100, 288, 32), (13, 7, 16), (50, 800, 80), (6, 5, 48), (64, 30, 64)])
 def test_native_gemm_computes_the_product(shape):
     """gemm_f32 (native_gemm.h) against NumPy's matmul, a read plain and transposed; edge rows and 16/32/64
     column panels."""

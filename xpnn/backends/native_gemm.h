@@ -34,10 +34,13 @@
     }
 
 GEMM_BLOCK(6, 4)  /* 24 accumulators: 64 columns */
+GEMM_BLOCK(4, 4)  /* the rows left over, 4 and 1 at a time (a 64-channel weight gradient has 6·10 + 4) */
 GEMM_BLOCK(1, 4)
 GEMM_BLOCK(12, 2) /* 32 columns */
+GEMM_BLOCK(4, 2)
 GEMM_BLOCK(1, 2)
 GEMM_BLOCK(12, 1) /* 16 columns */
+GEMM_BLOCK(4, 1)
 GEMM_BLOCK(1, 1)
 
 /* Whether gemm_f32 runs on this CPU; NAME-free, float32 only. */
@@ -58,6 +61,8 @@ static int gemm_avx512(const float *a, int64_t a_row, int64_t a_col, const float
         int64_t i = 0;
         for (; i + 6 <= m; i += 6)
             gemm_block_6_4(a + i * a_row, a_row, a_col, b + j, n, c + i * n + j, n, k);
+        for (; i + 4 <= m; i += 4)
+            gemm_block_4_4(a + i * a_row, a_row, a_col, b + j, n, c + i * n + j, n, k);
         for (; i < m; i++)
             gemm_block_1_4(a + i * a_row, a_row, a_col, b + j, n, c + i * n + j, n, k);
     }
@@ -65,6 +70,8 @@ static int gemm_avx512(const float *a, int64_t a_row, int64_t a_col, const float
         int64_t i = 0;
         for (; i + 12 <= m; i += 12)
             gemm_block_12_2(a + i * a_row, a_row, a_col, b + j, n, c + i * n + j, n, k);
+        for (; i + 4 <= m; i += 4)
+            gemm_block_4_2(a + i * a_row, a_row, a_col, b + j, n, c + i * n + j, n, k);
         for (; i < m; i++)
             gemm_block_1_2(a + i * a_row, a_row, a_col, b + j, n, c + i * n + j, n, k);
     }
@@ -72,6 +79,8 @@ static int gemm_avx512(const float *a, int64_t a_row, int64_t a_col, const float
         int64_t i = 0;
         for (; i + 12 <= m; i += 12)
             gemm_block_12_1(a + i * a_row, a_row, a_col, b + j, n, c + i * n + j, n, k);
+        for (; i + 4 <= m; i += 4)
+            gemm_block_4_1(a + i * a_row, a_row, a_col, b + j, n, c + i * n + j, n, k);
         for (; i < m; i++)
             gemm_block_1_1(a + i * a_row, a_row, a_col, b + j, n, c + i * n + j, n, k);
     }
