@@ -133,3 +133,29 @@ def test_a_strided_input_gives_the_contiguous_result(padding):
     dout = np.cos(out)
     (dx, g), (ref_dx, ref_g) = conv.backward(dout, cache), conv.backward(dout, ref_cache)
     assert np.array_equal(dx, ref_dx) and all(np.array_equal(g[k], ref_g[k]) for k in g)
+
+
+@pytest.mark.skipif(not conv_chunks.native.built(), reason="native kernels not built")
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_native_col2im_gives_the_strided_adds_bits(geometry, dtype, monkeypatch):
+    """native_conv.h's col2im against _add_windows' NumPy loop: the same sums in the same order, bit for bit."""
+    from xpnn.layers.conv_chunks import _add_windows, _Buffers
+    from xpnn.layers.padding import output_size, pads_2d
+
+    shape, filters, kernel, strides, padding = geometry
+    conv = layer(shape, filters, kernel, strides, padding, dtype)
+    (fh, fw), (sh, sw) = conv.kernel_size, conv.strides
+    out_hw = (output_size(shape[0], fh, sh, padding), output_size(shape[1], fw, sw, padding))
+    pads = pads_2d(shape[:2], (fh, fw), (sh, sw), padding)
+    dcols = np.random.default_rng(8).standard_normal((3 * out_hw[0] * out_hw[1], fh * fw * shape[2])).astype(dtype)
+    results = []
+    for flag in ("0", "1"):
+        monkeypatch.setenv("XPNN_NATIVE", flag)
+        dx = np.full((4, *shape), np.nan, dtype=dtype)
+        _add_windows(_Buffers(conv), dcols, dx, 1, 4, conv.params["w"].shape, pads, (sh, sw), out_hw, 0)
+        results.append(dx[1:])
+    assert not np.isnan(results[1]).any()
+    np.testing.assert_array_equal(
+        results[0].view(f"u{results[0].itemsize}"), results[1].view(f"u{results[1].itemsize}")
+    )

@@ -66,6 +66,7 @@ def _load() -> ctypes.CDLL | None:
                 ("max_pool_backward", [pointer, pointer, pool, pointer]),
                 ("avg_pool_forward", [pointer, pointer, pool, pointer]),
                 ("avg_pool_backward", [pointer, pointer, pool, pointer]),
+                ("col2im", [pointer, pool, pointer]),
             ):
                 fn = getattr(lib, f"{name}_{suffix}")
                 fn.argtypes, fn.restype = args, ctypes.c_int
@@ -256,6 +257,19 @@ def avg_pool_backward(dout: np.ndarray, counts: np.ndarray, g: PoolGeometry, dx:
         _address(dx, x_shape, dout.dtype, "dx"),
     )
     _check(code, "average pool backward")
+
+
+def col2im(dcols: np.ndarray, g: PoolGeometry, dx: np.ndarray) -> None:
+    """dx (n, h, w, c) = dcols (n·out_h·out_w, kh·kw·c) added back over its windows, cropped (native_conv.h),
+    as conv_chunks' NumPy `_add_windows`; g describes the conv's windows (kh, kw = its kernel)."""
+    x_shape = (g.n, g.h, g.w, g.c)
+    fn = getattr(_load(), f"col2im_{_SUFFIX[dx.dtype]}")
+    code = fn(
+        _address(dcols, (g.n * g.out_h * g.out_w, g.kh * g.kw * g.c), dx.dtype, "dcols"),
+        ctypes.byref(g),
+        _address(dx, x_shape, dx.dtype, "dx"),
+    )
+    _check(code, "col2im")
 
 
 # ---- float32 GEMM (native_gemm.h) ------------------------------------------------------------------------------
