@@ -1,12 +1,14 @@
 """xpnn vs PyTorch and TensorFlow on the CPU: the same networks, batches, dtype and threads, in one process.
 
-    python benchmarks/bench_cpu.py                 # workloads (a)-(d), timings and peak RSS
+    python benchmarks/bench_cpu.py                 # every workload but (e): timings, GFLOP/s and peak RSS
+    python benchmarks/bench_cpu.py --suite classic # the classic networks only (LeNet-5, VGG-style, ...)
     python benchmarks/bench_cpu.py --signs         # also (e), a whole 25-epoch SIGNS run
 
 Timing: every framework is warmed up, then the frameworks take turns (per round, after a short pause
 and untimed calls for at least WARM_SECONDS, a block of 5 timed calls each, the starting one rotating:
 steady state, as in a training loop), and each reports the median over all its timed calls. Ratios xpnn/peer come from
-the same rounds, so machine noise hits all alike. Peak RSS: each (framework, workload) runs again in
+the same rounds, so machine noise hits all alike. GFLOP/s counts the convs' and dense layers' multiply-adds
+(`workloads.flops`) against the machine's fp32 peak (`fp32_peak`). Peak RSS: each (framework, workload) runs again in
 a fresh subprocess that imports only that framework, resets the kernel's high-water mark
 (`/proc/self/clear_refs` ← 5) once the data is made, and reports VmHWM minus the RSS at that point.
 """
@@ -74,7 +76,7 @@ def workload_data(wl):
 
     if wl.kind == "signs":
         return signs_train()
-    return synthetic_batch(wl.batch)
+    return synthetic_batch(wl.batch, wl.net.input_shape, wl.net.classes)
 
 
 BLOCK = 5  # timed calls in a row per framework and round: steady state, as in a training loop
@@ -162,7 +164,34 @@ def peak_rss(fw: str, key: str, threads: int) -> float | None:
     return None
 
 
-def machine(versions: dict[str, str], threads: int) -> list[str]:
+def fp32_peak(ghz: float | None = None) -> tuple[float, str]:
+    """This machine's fp32 peak in GFLOP/s, and the assumption behind it.
+
+    cores × FMA units × vector lanes × 2 (a multiply-add is 2 flops) × GHz: lanes from the CPU flags
+    (16 with AVX-512F, 8 with AVX2, 4 otherwise), 2 FMA units per core (Intel since Haswell, AMD since
+    Zen 2; Zen 5 and Intel's server parts with AVX-512 do 2 full 512-bit FMAs), the clock /proc/cpuinfo
+    reports (a VM shows the nominal one, and boost may run above it; `ghz` overrides it), the cores this
+    process may use. On the AMD EPYC VM of docs/benchmarks.md the nominal clock is 2.6 GHz, but one core's
+    SGEMM (OpenBLAS SkylakeX kernels) reached 230 GFLOP/s = 2 × 16 × 2 × 3.6 GHz: it boosts.
+    """
+    flags, mhz = set(), 0.0
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+            elif line.startswith("cpu MHz") and not mhz:
+                mhz = float(line.split(":", 1)[1])
+    except (OSError, ValueError):
+        pass
+    lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
+    fma = 2 if "fma" in flags else 1
+    cores = len(os.sched_getaffinity(0))
+    mhz = ghz * 1000 if ghz else mhz
+    peak = cores * fma * lanes * 2 * mhz / 1000
+    return peak, f"{cores} cores x {fma} FMA units x {lanes} fp32 lanes x 2 x {mhz / 1000:.2f} GHz = {peak:.0f} GFLOP/s"
+
+
+def machine(versions: dict[str, str], threads: int, ghz: float | None = None) -> list[str]:
     import numpy
 
     from xpnn.backends import native
@@ -190,6 +219,7 @@ def machine(versions: dict[str, str], threads: int) -> list[str]:
         f"- CPU: {cpu}; {os.cpu_count()} logical cores ({len(os.sched_getaffinity(0))} usable); {platform.platform()}",
         f"- Python {platform.python_version()}; NumPy {numpy.__version__}; NumPy's BLAS: {blas}",
         f"- xpnn's native kernels (xpnn/backends/native.c): {native.status()}",
+        f"- fp32 peak (assumed): {fp32_peak(ghz)[1]}",
         "- Peers: " + ", ".join(f"{fw} {v}" for fw, v in versions.items() if not fw.startswith("xpnn")),
         f"- Threads: {threads} for every framework (threadpoolctl + OMP/OPENBLAS_NUM_THREADS for NumPy; "
         "torch.set_num_threads; tf.config.threading intra/inter-op); "
@@ -207,7 +237,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--frameworks", nargs="+", default=list(FRAMEWORKS), choices=FRAMEWORKS)
-    ap.add_argument("--workloads", nargs="+", default=None, help="keys: a b256 b1024 c d e (default all but e)")
+    ap.add_argument("--workloads", nargs="+", default=None, help="keys, e.g. a c vgg-train64 (default all but e)")
+    ap.add_argument("--suite", choices=("reference", "classic"), default=None, help="only this suite's workloads")
     ap.add_argument("--signs", action="store_true", help="also run (e), the 25-epoch SIGNS run (minutes)")
     ap.add_argument("--signs-reps", type=int, default=2)
     ap.add_argument("--budget", type=float, default=20.0, help="seconds of timed rounds per workload")
@@ -216,6 +247,7 @@ def main() -> None:
     ap.add_argument("--gap", type=float, default=0.2, help="seconds of sleep before each timed call")
     ap.add_argument("--spin", action="store_true", help="keep the libraries' spinning idle workers (see limit_threads)")
     ap.add_argument("--no-rss", action="store_true", help="skip the peak-RSS subprocesses")
+    ap.add_argument("--peak-ghz", type=float, default=None, help="clock for the fp32 peak (default: /proc/cpuinfo)")
     ap.add_argument("--rss-child", nargs=2, metavar=("FRAMEWORK", "WORKLOAD"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.rss_child:
@@ -224,12 +256,18 @@ def main() -> None:
 
     limit_threads(args.threads, args.spin)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from workloads import WORKLOADS
+    from workloads import PENDING, SUITES, WORKLOADS, flops
 
     versions = available(args.frameworks, args.threads)
     frameworks = [fw for fw in args.frameworks if fw in versions]
     keys = args.workloads or [w.key for w in WORKLOADS if w.kind != "signs" or args.signs]
-    print("\n".join(machine(versions, args.threads)), flush=True)
+    if args.suite:
+        keys = [k for k in keys if k in SUITES[args.suite]]
+    unknown = set(keys) - {w.key for w in WORKLOADS}
+    if unknown:
+        ap.error(f"unknown workloads {sorted(unknown)}; choose from {[w.key for w in WORKLOADS]}")
+    peak = fp32_peak(args.peak_ghz)[0]
+    print("\n".join(machine(versions, args.threads, args.peak_ghz)), flush=True)
 
     peers = [fw for fw in frameworks if not fw.startswith("xpnn")]
     head = ["workload", *(f"{fw} ms" for fw in frameworks)]
@@ -237,6 +275,7 @@ def main() -> None:
         head += [f"xpnn/{fw}" for fw in peers] + (["xpnn/faster peer"] if peers else [])
     if "xpnn-twin" in frameworks and peers:
         head.append("xpnn-twin/faster peer")
+    head += ["GFLOP"] + [f"{fw} GFLOP/s (% peak)" for fw in frameworks if fw in ("xpnn", *peers)]
     head += [f"{fw} peak RSS MiB" for fw in frameworks] + ["rounds"]
     rows = []
     for wl in [w for w in WORKLOADS if w.key in keys]:
@@ -252,6 +291,11 @@ def main() -> None:
                 row.append(f"{med['xpnn'] / min(med[fw] for fw in peers):.2f}")
         if "xpnn-twin" in frameworks and peers:
             row.append(f"{med['xpnn-twin'] / min(med[fw] for fw in peers):.2f}")
+        gflop = flops(wl) / 1e9
+        row.append(f"{gflop:.2f}")
+        for fw in (f for f in frameworks if f in ("xpnn", *peers)):
+            rate = gflop / (med[fw] / 1000)
+            row.append(f"{rate:.0f} ({100 * rate / peak:.0f} %)" if peak else f"{rate:.0f}")
         rss = {fw: None if args.no_rss else peak_rss(fw, wl.key, args.threads) for fw in frameworks}
         row += [fmt(rss[fw], 0) for fw in frameworks] + [str(len(times[frameworks[0]]))]
         rows.append(row)
@@ -261,6 +305,8 @@ def main() -> None:
     print("|" + "---|" * len(head))
     for row in rows:
         print("| " + " | ".join(row) + " |")
+    if args.suite != "reference":
+        print("\n" + "\n".join(f"Pending: {item}" for item in PENDING))
 
 
 if __name__ == "__main__":

@@ -3,10 +3,11 @@
 "xpnn-twin" is xpnn with its native kernels off (XPNN_NATIVE=0): the NumPy path a machine without a C
 compiler runs.
 
-A runner's call does one training step, one inference pass, or one whole SIGNS run, and
-returns a host float so that every framework finishes its work before the clock is read.
-PyTorch gets TF's SAME pads explicitly with F.pad (NCHW inside, data converted once, untimed);
-TensorFlow gets Keras layers in a `tf.function` train step. Missing peers raise ImportError.
+Every framework runs the same network with the same initial weights: xpnn builds it from the workload's
+specs (`xpnn_model`), PyTorch copies that model (`torch_twin.torch_twin`: NCHW inside, data converted
+once, untimed; TF's SAME pads) and TensorFlow too (`keras_twin`: Keras layers, a `tf.function` train step).
+A runner's call does one training step, one inference pass, or one whole SIGNS run, and returns a host
+float so that every framework finishes its work before the clock is read. Missing peers raise ImportError.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 from collections.abc import Callable
 
 import numpy as np
-from workloads import CLASSES, IMAGE, LEARNING_RATE, Net, Workload, tf_same_pads
+from workloads import LEARNING_RATE, Net, Workload
 
 EPOCHS = 25
 SIGNS_BATCH = 64
@@ -38,22 +39,28 @@ def set_threads(framework: str, threads: int) -> None:
 
 
 # ---- xpnn ------------------------------------------------------------------------------------------------
+def xpnn_model(net: Net, seed: int = 1):
+    """The xpnn Sequential of `net` (float32); PyTorch and TensorFlow copy it, weights included."""
+    import xpnn
+
+    build = {
+        "conv": lambda f, k, s, p: xpnn.Conv2D(f, k, strides=s, padding=p),
+        "maxpool": lambda k, s, p: xpnn.MaxPool2D(k, strides=s, padding=p),
+        "avgpool": lambda k, s, p: xpnn.AvgPool2D(k, strides=s, padding=p),
+        "relu": xpnn.ReLU,
+        "flatten": xpnn.Flatten,
+        "dense": xpnn.Dense,
+    }
+    layers = [build[spec[0]](*spec[1:]) for spec in net.layers]
+    return xpnn.Sequential(layers, dtype="float32").build(net.input_shape, seed=seed)
+
+
 def xpnn_runner(wl: Workload, x: np.ndarray, y: np.ndarray) -> Runner:
-    from xpnn import Adam, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sequential, get_backend, get_loss
+    from xpnn import Adam, get_backend, get_loss
     from xpnn.inputs import prepare_x, prepare_y
 
     net = wl.net
-    layers = [
-        Conv2D(net.f1, net.k1, padding="same"),
-        ReLU(),
-        MaxPool2D(8, strides=8, padding="same"),
-        Conv2D(net.f2, net.k2, padding="same"),
-        ReLU(),
-        MaxPool2D(4, strides=4, padding="same"),
-        Flatten(),
-        Dense(CLASSES),
-    ]
-    model = Sequential(layers, dtype="float32").build(IMAGE, seed=1)
+    model = xpnn_model(net)
     opt = Adam(LEARNING_RATE, epsilon=1e-8)
     backend = get_backend()
     if wl.kind == "predict":
@@ -66,8 +73,8 @@ def xpnn_runner(wl: Workload, x: np.ndarray, y: np.ndarray) -> Runner:
 
         return run
     loss = get_loss("softmax_cross_entropy")
-    xb = prepare_x(x, IMAGE, model.dtype, backend)
-    yb = prepare_y(y, len(xb), CLASSES, model.dtype, backend)
+    xb = prepare_x(x, net.input_shape, model.dtype, backend)
+    yb = prepare_y(y, len(xb), net.classes, model.dtype, backend)
 
     def step() -> float:
         p = model.run_pass(xb, yb, loss)
@@ -99,38 +106,11 @@ def xpnn_twin_runner(wl: Workload, x: np.ndarray, y: np.ndarray) -> Runner:
 def torch_runner(wl: Workload, x: np.ndarray, y: np.ndarray) -> Runner:
     import torch
     import torch.nn.functional as F
-    from torch import nn
+    from torch_twin import torch_twin
 
-    net = wl.net
-
-    class TorchNet(nn.Module):
-        """The same network in NCHW, with TensorFlow's SAME pads applied by F.pad."""
-
-        def __init__(self, spec: Net) -> None:
-            super().__init__()
-            self.spec = spec
-            self.conv1 = nn.Conv2d(IMAGE[2], spec.f1, spec.k1)
-            self.conv2 = nn.Conv2d(spec.f1, spec.f2, spec.k2)
-            self.fc = nn.Linear(spec.f2 * 2 * 2, CLASSES)
-
-        @staticmethod
-        def same(t: torch.Tensor, k: int, stride: int, value: float = 0.0) -> torch.Tensor:
-            (top, bottom), (left, right) = tf_same_pads(t.shape[2], k, stride), tf_same_pads(t.shape[3], k, stride)
-            if top == bottom == left == right == 0:
-                return t
-            return F.pad(t, (left, right, top, bottom), value=value)
-
-        def forward(self, t: torch.Tensor) -> torch.Tensor:
-            t = F.relu(self.conv1(self.same(t, self.spec.k1, 1)))
-            t = F.max_pool2d(self.same(t, 8, 8, -float("inf")), 8, 8)
-            t = F.relu(self.conv2(self.same(t, self.spec.k2, 1)))
-            t = F.max_pool2d(self.same(t, 4, 4, -float("inf")), 4, 4)
-            return self.fc(t.flatten(1))
-
-    torch.manual_seed(1)
-    model = TorchNet(net)
+    model = torch_twin(xpnn_model(wl.net))  # the same network and initial weights as xpnn's
     opt = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE, eps=1e-8)
-    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2) if x.ndim == 4 else x))
     yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
 
     def step(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
@@ -163,23 +143,53 @@ def torch_runner(wl: Workload, x: np.ndarray, y: np.ndarray) -> Runner:
 
 
 # ---- TensorFlow ----------------------------------------------------------------------------------------------
+def keras_twin(model):
+    """A Keras copy of an xpnn Sequential with its weights; a ReLU right after a conv or dense layer becomes
+    that layer's activation (as a Keras user writes it; TF's graph optimizer fuses conv + bias + ReLU)."""
+    import tensorflow as tf
+
+    import xpnn
+
+    keras = tf.keras
+    layers: list = [keras.Input(model.layers[0].input_shape)]
+    for i, layer in enumerate(model.layers):
+        follows = i > 0 and isinstance(model.layers[i - 1], (xpnn.Conv2D, xpnn.Dense))
+        relu_next = i + 1 < len(model.layers) and isinstance(model.layers[i + 1], xpnn.ReLU)
+        act = "relu" if relu_next else None
+        if isinstance(layer, xpnn.Conv2D):
+            layers.append(
+                keras.layers.Conv2D(
+                    layer.filters,
+                    layer.kernel_size,
+                    layer.strides,
+                    layer.padding,
+                    activation=act,
+                    use_bias=layer.use_bias,
+                )
+            )
+        elif isinstance(layer, xpnn.Dense):
+            layers.append(keras.layers.Dense(layer.units, activation=act, use_bias=layer.use_bias))
+        elif isinstance(layer, xpnn.ReLU):
+            if not follows:
+                layers.append(keras.layers.ReLU())
+        elif isinstance(layer, xpnn.MaxPool2D):
+            layers.append(keras.layers.MaxPool2D(layer.pool_size, layer.strides, layer.padding))
+        elif isinstance(layer, xpnn.AvgPool2D):
+            layers.append(keras.layers.AveragePooling2D(layer.pool_size, layer.strides, layer.padding))
+        elif isinstance(layer, xpnn.Flatten):
+            layers.append(keras.layers.Flatten())
+        else:
+            raise NotImplementedError(f"no Keras twin for {layer!r}")
+    twin = keras.Sequential(layers)
+    twin.set_weights(model.get_weights())
+    return twin
+
+
 def tf_runner(wl: Workload, x: np.ndarray, y: np.ndarray) -> Runner:
     import tensorflow as tf
 
     keras = tf.keras
-    net = wl.net
-    tf.random.set_seed(1)
-    model = keras.Sequential(
-        [
-            keras.Input(IMAGE),
-            keras.layers.Conv2D(net.f1, net.k1, padding="same", activation="relu"),
-            keras.layers.MaxPool2D(8, 8, padding="same"),
-            keras.layers.Conv2D(net.f2, net.k2, padding="same", activation="relu"),
-            keras.layers.MaxPool2D(4, 4, padding="same"),
-            keras.layers.Flatten(),
-            keras.layers.Dense(CLASSES),
-        ]
-    )
+    model = keras_twin(xpnn_model(wl.net))
     opt = keras.optimizers.Adam(LEARNING_RATE, epsilon=1e-8)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     xt, yt = tf.constant(x), tf.constant(np.asarray(y, dtype=np.int64))

@@ -1,7 +1,11 @@
-"""A PyTorch copy of an xpnn Sequential, same weights and TensorFlow's SAME pads, for side-by-side benchmarks.
+"""The one PyTorch builder of the benchmarks: a copy of an xpnn Sequential, same weights, TensorFlow's SAME pads.
 
-PyTorch pads symmetrically, so TF's uneven SAME pads are applied explicitly (F.pad; -inf for max-pool),
-and Flatten permutes NCHW back to NHWC order so the dense weights are xpnn's (and TensorFlow's).
+bench_cpu.py (through peers.py) and bench_gpu.py both build their PyTorch side here. PyTorch pads
+symmetrically, so TF's SAME pads go into the conv or pool call where they are symmetric (and, for a
+max pool, at most half the window, PyTorch's limit) and through an explicit F.pad otherwise (-inf for
+max-pool). A SAME average pool divides by its real cells as TF does (count_include_pad=False, or a
+precomputed count of real cells where the pads are uneven). Flatten permutes NCHW back to NHWC order,
+so the dense weights are xpnn's (and TensorFlow's).
 """
 
 from __future__ import annotations
@@ -27,32 +31,54 @@ class _Op(nn.Module):
         return self.fn(x)
 
 
+def _symmetric(pads) -> tuple[int, int] | None:
+    """(pad_h, pad_w) when TF's pads are the same on both sides, else None."""
+    (top, bottom), (left, right) = pads
+    return (top, left) if top == bottom and left == right else None
+
+
 def _conv(layer: xpnn.Conv2D, in_hw, w, b) -> nn.Module:
-    (top, bottom), (left, right) = pads_2d(in_hw, layer.kernel_size, layer.strides, layer.padding)
+    pads = pads_2d(in_hw, layer.kernel_size, layer.strides, layer.padding)
+    even = _symmetric(pads)
     conv = nn.Conv2d(
-        w.shape[2], w.shape[3], layer.kernel_size, stride=layer.strides, bias=b is not None, dtype=_dtype(w)
+        w.shape[2],
+        w.shape[3],
+        layer.kernel_size,
+        stride=layer.strides,
+        padding=even or 0,
+        bias=b is not None,
+        dtype=_dtype(w),
     )
     with torch.no_grad():
         conv.weight.copy_(torch.from_numpy(w).permute(3, 2, 0, 1))
         if b is not None:
             conv.bias.copy_(torch.from_numpy(b))
-    if top == bottom == left == right == 0:
+    if even is not None:
         return conv
+    (top, bottom), (left, right) = pads
     return nn.Sequential(_Op(lambda x: F.pad(x, (left, right, top, bottom))), conv)
 
 
 def _pool(layer, in_hw, maximum: bool) -> nn.Module:
-    (top, bottom), (left, right) = pads_2d(in_hw, layer.pool_size, layer.strides, layer.padding)
-    k, s = layer.pool_size, layer.strides
+    pads = pads_2d(in_hw, layer.pool_size, layer.strides, layer.padding)
+    (top, bottom), (left, right) = pads
+    k, s, even = layer.pool_size, layer.strides, _symmetric(pads)
     if maximum:
+        if even is not None and 2 * even[0] <= k[0] and 2 * even[1] <= k[1]:
+            return _Op(lambda x: F.max_pool2d(x, k, s, padding=even))
         return _Op(lambda x: F.max_pool2d(F.pad(x, (left, right, top, bottom), value=float("-inf")), k, s))
-    if top == bottom == left == right == 0:
-        return _Op(lambda x: F.avg_pool2d(x, k, s))
-    raise NotImplementedError("TF-SAME average pooling with padding has no direct PyTorch twin here")
+    if even is not None and 2 * even[0] <= k[0] and 2 * even[1] <= k[1]:
+        return _Op(lambda x: F.avg_pool2d(x, k, s, padding=even, count_include_pad=False))
+    ones = F.pad(torch.ones(1, 1, *in_hw), (left, right, top, bottom))
+    scale = (k[0] * k[1]) / F.avg_pool2d(ones, k, s, divisor_override=1)  # window size / real cells
+    return _Op(lambda x: F.avg_pool2d(F.pad(x, (left, right, top, bottom)), k, s) * scale.to(x.dtype))
 
 
 def torch_twin(model: xpnn.Sequential, device: str = "cpu") -> nn.Sequential:
-    """nn.Sequential computing what `model` computes (NCHW inside), with its current weights."""
+    """nn.Sequential computing what `model` computes (NCHW inside), with its current weights.
+
+    A ReLU stays its own module (PyTorch's eager mode fuses nothing either way).
+    """
     weights = iter(model.get_weights())
     mods: list[nn.Module] = []
     for layer in model.layers:

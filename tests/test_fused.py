@@ -83,8 +83,11 @@ def test_valid_padding_and_strided_conv_are_fused_when_the_windows_tile():
     ],
 )
 def test_other_patterns_run_layer_by_layer(layers):
+    """No ConvReluPool: the pool runs on its own (on the CPU after a ConvRelu unit, conv_chunks' epilogue)."""
     model = Sequential([*layers, Flatten(), Dense(2)], dtype="float64").build((7, 7, 1), seed=0)
-    assert all(type(u) is Single for u in plan(model.layers))
+    units = plan(model.layers)
+    assert not any(type(u) is ConvReluPool for u in units)
+    assert [type(u) for u in units if model.layers[2] in u.layers] == [Single]
 
 
 @pytest.mark.parametrize("stride", [1, 2, 3])

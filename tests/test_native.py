@@ -57,6 +57,8 @@ GEOMETRIES = [
     ((17, 17, 4), 12, 3, 3, "same", (3, 2)),  # stride 3, 12 channels = 3 float64 vectors
     ((13, 14, 3), 9, (2, 3), 1, "valid", (4, 6)),  # VALID, a window row of 4 + 2 cells
     ((10, 10, 1), 1, 1, 1, "same", 5),  # one channel, 1x1 kernel
+    ((10, 12, 3), 6, 3, 1, "same", 2),  # 2x2 pools: the twin's backward runs dense (fused.DENSE_BACKWARD_CELLS)
+    ((12, 9, 2), 5, 2, 2, "valid", (2, 1)),
 ]
 
 
@@ -226,3 +228,47 @@ def test_a_forward_on_one_path_and_its_backward_on_the_other_agree(monkeypatch):
     for dx, grads in results[:2]:
         np.testing.assert_allclose(dx, results[2][0], rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(grads[0]["w"], results[2][1][0]["w"], rtol=1e-12)
+
+
+needs_avx512 = pytest.mark.skipif(not (native.built() and cpu_has_avx512()), reason="needs native.c and AVX-512F")
+
+
+@needs_avx512
+@pytest.mark.parametrize("shape", [(37, 29, 64), (100, 288, 32), (13, 7, 16), (50, 800, 80), (6, 5, 48), (64, 30, 64)])
+def test_native_gemm_computes_the_product(shape):
+    """gemm_f32 (native_gemm.h) against NumPy's matmul, a read plain and transposed; edge rows and 16/32/64
+    column panels."""
+    m, k, n = shape
+    rng = np.random.default_rng(m)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    for a in (rng.standard_normal((m, k)).astype(np.float32), rng.standard_normal((k, m)).astype(np.float32).T):
+        out = np.full((m, n), np.nan, dtype=np.float32)
+        assert native.gemm(a, b, out)
+        want = a.astype(np.float64) @ b.astype(np.float64)
+        np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+@needs_avx512
+def test_native_gemm_rows_do_not_depend_on_how_they_are_split():
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((40, 70)).astype(np.float32), rng.standard_normal((70, 32)).astype(np.float32)
+    whole, parts = np.empty((40, 32), np.float32), np.empty((40, 32), np.float32)
+    assert native.gemm(a, b, whole)
+    for start, stop in ((0, 7), (7, 31), (31, 40)):
+        assert native.gemm(a[start:stop], b, parts[start:stop])
+    assert np.array_equal(whole, parts)
+
+
+@needs_native
+def test_native_gemm_declines_what_it_does_not_take():
+    a, b, out = np.ones((4, 3), np.float32), np.ones((3, 32), np.float32), np.empty((4, 32), np.float32)
+    assert not native.gemm(a, np.ones((3, 24), np.float32), np.empty((4, 24), np.float32))  # 24 columns
+    assert not native.gemm(a.astype(np.float64), b.astype(np.float64), out.astype(np.float64))
+    assert not native.gemm(a, np.asfortranarray(b), out)  # b's rows not contiguous
+    assert not native.gemm(a, b, np.empty((4, 33), np.float32)[:, :32])
+    switch = native.avx512_switch()
+    switch.value = 0
+    try:
+        assert not native.gemm(a, b, out)
+    finally:
+        switch.value = 1

@@ -88,3 +88,58 @@ def map_chunks(
         finally:
             for future in futures:
                 future.result()
+
+
+# A GEMM goes to the workers in blocks of about this many multiply-adds (~0.1 ms on one core); smaller ones run
+# whole on the calling thread. Blocks are fixed by the shapes, never by the number of workers.
+GEMM_BLOCK_MACS = 1 << 22
+MIN_BLOCK = 64  # rows or columns: a narrower block repacks the other operand for little work (6 MLP-sized
+# products: 16 → 64 took 7.05-7.77 → 6.10-6.90 ms)
+
+
+def matmul(a, b):
+    """a @ b for 2-D arrays, on the NumPy backend in fixed blocks on every worker (BLAS at one thread each).
+
+    OpenBLAS splits a GEMM statically over its threads, so its calling thread waits for a worker that the OS
+    has not yet scheduled: on this busy 2-core VM the MLP's training step took 52 ms with BLAS at 2 threads and
+    7.7 ms at 1. Workers that take blocks as they come free never wait for each other that way. Blocks split
+    the larger of a's rows and b's columns, so each output value is one BLAS dot product over the whole inner
+    dimension, the same whichever worker computes it. Small products run whole on the calling thread, BLAS at
+    one thread too; CuPy gets one plain matmul. float32 products that native.c's AVX-512 GEMM takes (b's
+    columns a multiple of 16, b contiguous) go to it in blocks of rows instead (`native.gemm`). Call it from
+    layer math, not from inside a map_chunks worker (whose BLAS is at one thread already, and whose limit a
+    nested one would undo).
+    """
+    from xpnn.backends import get_backend, native
+
+    xp = get_backend().xp
+    (m, k), n = a.shape, b.shape[1]
+    if get_backend().name != "numpy":
+        return a @ b
+    out = xp.empty((m, n), dtype=xp.result_type(a, b))
+    if native.takes(a) and native.gemm(a[:0], b, out[:0]):  # native.c's AVX-512 GEMM takes these operands
+        rows = max(12, GEMM_BLOCK_MACS // (k * n) // 12 * 12)  # whole 6- and 12-row register blocks
+
+        def run_native(start: int, stop: int, worker: int) -> None:
+            native.gemm(a[start:stop], b, out[start:stop])
+
+        map_chunks(run_native, m, rows, cpu_workers() if m * k * n >= 2 * GEMM_BLOCK_MACS else 1, blas=False)
+        return out
+    if m * k * n < 2 * GEMM_BLOCK_MACS:
+        with _blas().limit(limits=1):  # 6 µs; at 2 threads a 64×400 · 400×120 product took 92 ms here, busy
+            return a @ b
+    if m >= n:
+        rows = max(MIN_BLOCK, GEMM_BLOCK_MACS // (k * n) // 16 * 16)
+
+        def run_block(start: int, stop: int, worker: int) -> None:
+            xp.matmul(a[start:stop], b, out=out[start:stop])
+
+        map_chunks(run_block, m, rows, cpu_workers())
+    else:
+        cols = max(MIN_BLOCK, GEMM_BLOCK_MACS // (k * m) // 16 * 16)
+
+        def run_block(start: int, stop: int, worker: int) -> None:
+            out[:, start:stop] = a @ b[:, start:stop]
+
+        map_chunks(run_block, n, cols, cpu_workers())
+    return out

@@ -8,10 +8,13 @@
  * GIL, so xpnn's chunk workers run them side by side); it builds with or without Python's headers (see
  * PyInit__native at the end).
  *
- * The kernels themselves are in native_kernels.h, included once for float32 and once for float64.
+ * The kernels themselves are in native_kernels.h, included once for float32 and once for float64; the
+ * pooling layers' kernels (max and average, any window, stride and padding) in native_pool.h, likewise, and
+ * the chunked convolution's col2im in native_conv.h; a float32 AVX-512 GEMM in native_gemm.h.
  * Layouts are TensorFlow's: images (n, h, w, cin), kernels (fh, fw, cin, cout), pooled (n, out_h, out_w, cout).
  * Sums run in the order (kernel row, kernel column, input channel), each with one multiply-add.
  */
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +39,14 @@ typedef struct {
     int64_t out_h, out_w;      /* pooled output */
 } Geometry;
 
+/* A pooling layer's call: NHWC input, TF padding (top, left), window, strides and output size. */
+typedef struct {
+    int64_t n, h, w, c;
+    int64_t top, left;
+    int64_t kh, kw, sh, sw;
+    int64_t out_h, out_w;
+} PoolGeometry;
+
 /* Each window cell's offset from the window's corner in a padded image, row-major; NULL when out of memory. */
 static int64_t *window_cells(const Geometry *g)
 {
@@ -50,20 +61,31 @@ static int64_t *window_cells(const Geometry *g)
 #define T float
 #define LANE_INT int32_t
 #define NAME(base) base##_f32
+#include "native_pool.h"
+#include "native_conv.h"
 #include "native_kernels.h"
 
 #define T double
 #define LANE_INT int64_t
 #define NAME(base) base##_f64
+#include "native_pool.h"
+#include "native_conv.h"
 #include "native_kernels.h"
 
 /* The float32 forward's AVX-512 path: GCC or Clang on x86-64, chosen per call when the CPU has AVX-512F and
  * the geometry suits it; xpnn_avx512 = 0 (set from Python, for tests) keeps every call on the generic kernel. */
 #if defined(__GNUC__) && defined(__x86_64__)
 #include "native_avx512.h"
+#include "native_gemm.h"
 int xpnn_avx512 = 1;
 #else
 int xpnn_avx512 = 0;
+static int gemm_avx512(const float *a, int64_t a_row, int64_t a_col, const float *b, float *c, int64_t m, int64_t k,
+                       int64_t n)
+{
+    (void)a, (void)a_row, (void)a_col, (void)b, (void)c, (void)m, (void)k, (void)n;
+    return -1;
+}
 static int avx512_takes(const Geometry *g) { (void)g; return 0; }
 static int forward_f32_avx512(const float *x, const float *w, const Geometry *g, float *p, int64_t *a)
 {
@@ -86,6 +108,14 @@ int conv_relu_pool_forward_f64(const double *x, const double *w_lanes, const Geo
                                int64_t *argmax)
 {
     return forward_generic_f64(x, w_lanes, g, pooled, argmax);
+}
+
+/* c (m, n) = a (m, k) · b (k, n), float32, b and c C-contiguous, a[i][t] at a + i·a_row + t·a_col; native_gemm.h.
+ * Returns 0, or -1 where it does not run (no AVX-512F, xpnn_avx512 = 0, n not a multiple of 16): the caller
+ * then uses NumPy's matmul. */
+int gemm_f32(const float *a, int64_t a_row, int64_t a_col, const float *b, float *c, int64_t m, int64_t k, int64_t n)
+{
+    return xpnn_avx512 ? gemm_avx512(a, a_row, a_col, b, c, m, k, n) : -1;
 }
 
 /* setuptools builds every extension with an init function to export. The library is loaded with ctypes, not

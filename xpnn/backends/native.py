@@ -1,8 +1,9 @@
-"""The native CPU kernels of the fused conv unit (native.c), loaded with ctypes when they were built.
+"""The native CPU kernels of the fused conv unit and the pooling layers (native.c), loaded with ctypes when built.
 
 `pip install` compiles `xpnn.backends._native` where a C compiler is present; the build is optional, and
 without it (or with XPNN_NATIVE=0) the fused unit runs its NumPy twin, the im2col + GEMM path in
-`xpnn/layers/fused.py`. Both compute the same window maxima, arg-maxima and gradients (tests/test_native.py).
+`xpnn/layers/fused.py`, and the pools theirs in `xpnn/layers/pool.py`. Both compute the same bits
+(tests/test_native.py).
 ctypes releases the GIL during each call, so chunks of a batch run on xpnn's worker threads side by side.
 """
 
@@ -24,6 +25,13 @@ class Geometry(ctypes.Structure):
     """native.c's Geometry: input, padding, kernel, strides, pool window and pooled size, as int64."""
 
     _fields_ = [(name, ctypes.c_int64) for name in _FIELDS]
+
+
+class PoolGeometry(ctypes.Structure):
+    """native.c's PoolGeometry: NHWC input, TF padding (top, left), window, strides and output size, as int64."""
+
+    _fields_ = [(name, ctypes.c_int64) for name in ("n", "h", "w", "c", "top", "left", "kh", "kw", "sh", "sw")]
+    _fields_ += [("out_h", ctypes.c_int64), ("out_w", ctypes.c_int64)]
 
 
 _library: ctypes.CDLL | None = None
@@ -50,6 +58,18 @@ def _load() -> ctypes.CDLL | None:
             backward = getattr(lib, f"conv_relu_pool_backward_{suffix}")
             backward.argtypes = [pointer, pointer, geometry, pointer, pointer, pointer, pointer]
             backward.restype = ctypes.c_int
+            lib.gemm_f32.argtypes = [pointer, *[ctypes.c_int64] * 2, pointer, pointer, *[ctypes.c_int64] * 3]
+            lib.gemm_f32.restype = ctypes.c_int
+            pool = ctypes.POINTER(PoolGeometry)
+            for name, args in (
+                ("max_pool_forward", [pointer, pool, pointer, pointer]),
+                ("max_pool_backward", [pointer, pointer, pool, pointer]),
+                ("avg_pool_forward", [pointer, pointer, pool, pointer]),
+                ("avg_pool_backward", [pointer, pointer, pool, pointer]),
+                ("col2im", [pointer, pool, pointer]),
+            ):
+                fn = getattr(lib, f"{name}_{suffix}")
+                fn.argtypes, fn.restype = args, ctypes.c_int
         _library = lib
     return _library
 
@@ -72,6 +92,13 @@ def enabled() -> bool:
     if flag not in ("0", "1"):
         raise ValueError(f"XPNN_NATIVE must be 0 (NumPy twin) or 1 (native kernels when built); received {flag!r}.")
     return flag == "1" and built()
+
+
+def takes(x) -> bool:
+    """Whether layer math on array `x` runs these kernels: the NumPy backend, float32/64, built and enabled."""
+    from xpnn.backends import get_backend
+
+    return get_backend().name == "numpy" and supports(x.dtype) and enabled()
 
 
 def avx512_switch() -> ctypes.c_int:
@@ -167,3 +194,103 @@ def conv_relu_pool_backward(
         None if dx is None else _address(dx, x_shape, x.dtype, "dx"),
     )
     _check(code, "backward")
+
+
+# ---- pooling (native_pool.h) ------------------------------------------------------------------------------
+def pool_geometry(x_shape, pads, pool_size, strides, out_hw) -> PoolGeometry:
+    """The PoolGeometry of one pooling call on NHWC `x_shape` with TF pads, window, strides and output size."""
+    (top, _), (left, _) = pads
+    return PoolGeometry(*x_shape, top, left, *pool_size, *strides, *out_hw)
+
+
+def _pool_shapes(g: PoolGeometry) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    return (g.n, g.h, g.w, g.c), (g.n, g.out_h, g.out_w, g.c)
+
+
+def max_pool_forward(x: np.ndarray, g: PoolGeometry, out: np.ndarray, argmax: np.ndarray) -> None:
+    """out = each window's max, argmax = its first row-major cell (padded cells hold -inf), as maxpool_forward."""
+    x_shape, out_shape = _pool_shapes(g)
+    fn = getattr(_load(), f"max_pool_forward_{_SUFFIX[x.dtype]}")
+    code = fn(
+        _address(x, x_shape, x.dtype, "x"),
+        ctypes.byref(g),
+        _address(out, out_shape, x.dtype, "out"),
+        _address(argmax, out_shape, np.dtype(np.int64), "argmax"),
+    )
+    _check(code, "max pool forward")
+
+
+def max_pool_backward(dout: np.ndarray, argmax: np.ndarray, g: PoolGeometry, dx: np.ndarray) -> None:
+    """dx = each input cell's sum of the gradients of the windows it won, as maxpool_backward."""
+    x_shape, out_shape = _pool_shapes(g)
+    fn = getattr(_load(), f"max_pool_backward_{_SUFFIX[dout.dtype]}")
+    code = fn(
+        _address(dout, out_shape, dout.dtype, "dout"),
+        _address(argmax, out_shape, np.dtype(np.int64), "argmax"),
+        ctypes.byref(g),
+        _address(dx, x_shape, dout.dtype, "dx"),
+    )
+    _check(code, "max pool backward")
+
+
+def avg_pool_forward(x: np.ndarray, counts: np.ndarray, g: PoolGeometry, out: np.ndarray) -> None:
+    """out = each window's sum of real cells / counts (out_h, out_w), as avgpool_forward."""
+    x_shape, out_shape = _pool_shapes(g)
+    fn = getattr(_load(), f"avg_pool_forward_{_SUFFIX[x.dtype]}")
+    code = fn(
+        _address(x, x_shape, x.dtype, "x"),
+        _address(counts, (g.out_h, g.out_w), x.dtype, "counts"),
+        ctypes.byref(g),
+        _address(out, out_shape, x.dtype, "out"),
+    )
+    _check(code, "average pool forward")
+
+
+def avg_pool_backward(dout: np.ndarray, counts: np.ndarray, g: PoolGeometry, dx: np.ndarray) -> None:
+    """dx = each input cell's sum of dout / counts over the windows that hold it, as avgpool_backward."""
+    x_shape, out_shape = _pool_shapes(g)
+    fn = getattr(_load(), f"avg_pool_backward_{_SUFFIX[dout.dtype]}")
+    code = fn(
+        _address(dout, out_shape, dout.dtype, "dout"),
+        _address(counts, (g.out_h, g.out_w), dout.dtype, "counts"),
+        ctypes.byref(g),
+        _address(dx, x_shape, dout.dtype, "dx"),
+    )
+    _check(code, "average pool backward")
+
+
+def col2im(dcols: np.ndarray, g: PoolGeometry, dx: np.ndarray) -> None:
+    """dx (n, h, w, c) = dcols (n·out_h·out_w, kh·kw·c) added back over its windows, cropped (native_conv.h),
+    as conv_chunks' NumPy `_add_windows`; g describes the conv's windows (kh, kw = its kernel)."""
+    x_shape = (g.n, g.h, g.w, g.c)
+    fn = getattr(_load(), f"col2im_{_SUFFIX[dx.dtype]}")
+    code = fn(
+        _address(dcols, (g.n * g.out_h * g.out_w, g.kh * g.kw * g.c), dx.dtype, "dcols"),
+        ctypes.byref(g),
+        _address(dx, x_shape, dx.dtype, "dx"),
+    )
+    _check(code, "col2im")
+
+
+# ---- float32 GEMM (native_gemm.h) ------------------------------------------------------------------------------
+def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
+    """out = a @ b with native.c's AVX-512 float32 GEMM, where it runs; False (out untouched) where it does not.
+
+    It runs for float32, b and out C-contiguous, b's columns a multiple of 16, a with any whole-element
+    strides (a transposed view included), on a CPU with AVX-512F and the switch (`avx512_switch`) on. Each
+    output is one in-order sum over the inner dimension: the same bits however the caller splits the rows.
+    """
+    f32 = np.dtype(np.float32)
+    if a.dtype != f32 or b.dtype != f32 or out.dtype != f32 or a.ndim != 2 or b.ndim != 2:
+        return False
+    (m, k), n = a.shape, b.shape[1]
+    if b.shape[0] != k or out.shape != (m, n) or n % 16 or not (b.flags.c_contiguous and out.flags.c_contiguous):
+        return False
+    if a.strides[0] % 4 or a.strides[1] % 4:
+        return False
+    lib = _load()
+    if lib is None:
+        return False
+    return (
+        lib.gemm_f32(a.ctypes.data, a.strides[0] // 4, a.strides[1] // 4, b.ctypes.data, out.ctypes.data, m, k, n) == 0
+    )

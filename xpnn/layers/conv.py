@@ -14,6 +14,7 @@ import numpy as np
 from xpnn import regularizers
 from xpnn.backends import get_backend
 from xpnn.init import get_initializer
+from xpnn.layers import conv_chunks
 from xpnn.layers.activation_fns import activate, deactivate, get_activation
 from xpnn.layers.base import Layer, expect_nhwc, positive_pair
 from xpnn.layers.padding import normalize_padding, output_size, pads_2d
@@ -221,12 +222,20 @@ class Conv2D(ConvBase):
 
     def forward(self, x: Array) -> tuple[Array, Any]:
         p = self.params
-        out, cache = conv2d_forward(x, p["w"], p.get("b"), self.strides, self.padding, self.dilation_rate, self.groups)
+        if conv_chunks.takes(self, x):  # the CPU: chunks of images on every worker (conv_chunks.py)
+            out, cache = conv_chunks.conv2d_forward_chunked(self, x, p["w"], p.get("b"), self.strides, self.padding)
+        else:
+            out, cache = conv2d_forward(
+                x, p["w"], p.get("b"), self.strides, self.padding, self.dilation_rate, self.groups
+            )
         return activate(self.activation, out, cache)
 
     def backward(self, dout: Array, cache: Any, need_dx: bool = True) -> tuple[Array | None, dict[str, Array]]:
         dout, cache = deactivate(self.activation, dout, cache)
-        dx, grads = conv2d_backward(dout, cache, need_dx)
+        if isinstance(cache, conv_chunks.ChunkedConvCache):
+            dx, grads = conv_chunks.conv2d_backward_chunked(self, dout, cache, need_dx)
+        else:
+            dx, grads = conv2d_backward(dout, cache, need_dx)
         if not self.use_bias:
             del grads["b"]
         return dx, grads

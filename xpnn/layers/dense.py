@@ -9,6 +9,7 @@ import numpy as np
 
 from xpnn import regularizers
 from xpnn.backends import get_backend
+from xpnn.cpu_threads import matmul
 from xpnn.init import get_initializer
 from xpnn.layers.activation_fns import activate, deactivate, get_activation
 from xpnn.layers.base import Layer
@@ -22,8 +23,8 @@ class DenseCache:
 
 
 def dense_forward(x: Array, w: Array, b: Array | None) -> tuple[Array, DenseCache]:
-    """(n, in) · (in, out) + b -> (n, out)."""
-    out = x @ w
+    """(n, in) · (in, out) + b -> (n, out); large products on every CPU worker (xpnn.cpu_threads.matmul)."""
+    out = matmul(x, w)
     if b is not None:
         out += b
     return out, DenseCache(x, w)
@@ -31,8 +32,8 @@ def dense_forward(x: Array, w: Array, b: Array | None) -> tuple[Array, DenseCach
 
 def dense_backward(dout: Array, cache: DenseCache, need_dx: bool = True) -> tuple[Array | None, dict[str, Array]]:
     """dx = dout·Wᵀ, dW = xᵀ·dout, db = Σ dout."""
-    grads = {"w": cache.x.T @ dout, "b": dout.sum(axis=0)}
-    return (dout @ cache.w.T if need_dx else None), grads
+    grads = {"w": matmul(cache.x.T, dout), "b": dout.sum(axis=0)}
+    return (matmul(dout, cache.w.T) if need_dx else None), grads
 
 
 class Dense(Layer):

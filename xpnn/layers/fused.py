@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from xpnn.backends import get_backend, native
 from xpnn.cpu_threads import cpu_workers, map_chunks
+from xpnn.layers import conv_chunks
 from xpnn.layers.activations import ReLU
 from xpnn.layers.base import Layer
 from xpnn.layers.conv import Conv2D, conv2d_input_grad
@@ -34,6 +35,10 @@ GPU_CHUNK_BYTES = 1 << 30  # CuPy: few, large GEMMs (each chunk costs ~8 kernel 
 # native.c: a worker thread only for every 8M multiply-adds (~0.3 ms); waking one costs ~0.15 ms, so the
 # reference net's second unit (2M) and its backward passes at batch 64 run faster on the calling thread alone
 PARALLEL_MACS = 8 << 20
+# The NumPy backward of pools of at most this many cells runs dense GEMMs over every conv output (conv_chunks)
+# instead of gathering one input patch per window and channel: VGG-style 32-channel conv + 2x2 pool unit,
+# batch 64, backward 63.8 ms gathering (see docs/benchmarks.md)
+DENSE_BACKWARD_CELLS = 4
 
 
 def native_workers(macs: int) -> int:
@@ -284,6 +289,8 @@ class ConvReluPool:
         rows = xp.arange(out_h).reshape(1, out_h, 1, 1) * ph + cache.argmax // pw
         cols = xp.arange(out_w).reshape(1, 1, out_w, 1) * pw + cache.argmax % pw
         images = xp.arange(n).reshape(n, 1, 1, 1)
+        if backend.name == "numpy" and ph * pw <= DENSE_BACKWARD_CELLS:
+            return self._dense_backward(g, cache, (images, rows, cols), need_dx)
         k = fh * fw * cin
         (top, bottom), (left, right) = cache.pads
         patch_bytes = out_h * out_w * cout * k * dout.dtype.itemsize  # the gathered patches of one image
@@ -315,8 +322,28 @@ class ConvReluPool:
             dconv[images, rows, cols, channels] = g
             (top, bottom), (left, right) = cache.pads
             padded_shape = (n, cache.x.shape[1] + top + bottom, cache.x.shape[2] + left + right, cin)
-            dx = conv2d_input_grad(dconv, w, padded_shape, cache.pads, conv.strides)
+            if backend.name == "numpy":  # chunks on every worker, BLAS at one thread each (conv_chunks.py)
+                dx = conv_chunks.conv2d_input_grad_chunked(conv, dconv, w, cache.x.shape, cache.pads, conv.strides)
+            else:
+                dx = conv2d_input_grad(dconv, w, padded_shape, cache.pads, conv.strides)
         return dx, [grads, {}, {}]
+
+    def _dense_backward(self, g: Array, cache: ConvReluPoolCache, winners, need_dx: bool):
+        """The NumPy backward for small pools: g scattered onto the winners of a zero conv-output gradient,
+        then conv_chunks' chunked backward (GEMMs over every conv output, ph·pw times the winners' work, where
+        gathering one patch per window and channel moved ph·pw-fold less but ran 4x slower on 2x2 pools)."""
+        conv = self.layers[0]
+        xp, w = get_backend().xp, conv.params["w"]
+        n, cout = g.shape[0], w.shape[3]
+        dconv = xp.zeros((n, *cache.conv_hw, cout), dtype=g.dtype)
+        dconv[(*winners, xp.arange(cout).reshape(1, 1, 1, cout))] = g
+        k = w.shape[0] * w.shape[1] * w.shape[2]
+        chunked = conv_chunks.ChunkedConvCache(
+            cache.x, w, conv.strides, cache.pads, cache.conv_hw,
+            conv_chunks.chunk_images(n, cache.conv_hw, k, g.dtype.itemsize),
+        )  # fmt: skip
+        dx, grads = conv_chunks.conv2d_backward_chunked(conv, dconv, chunked, need_dx)
+        return dx, [self._grads(grads["w"], g), {}, {}]
 
     def _grads(self, dw: Array, g: Array) -> dict[str, Array]:
         """{"w": dw, "b": Σ g over images and windows} (no "b" for a conv without bias)."""
@@ -355,18 +382,61 @@ class ConvReluPool:
         return dx, [self._grads(xp.ascontiguousarray(dw_rows.T).reshape(w.shape), g), {}, {}]
 
 
+class ConvRelu:
+    """Conv2D → ReLU as one unit on the CPU: conv_chunks runs the ReLU on each chunk's conv output while it
+    is in cache, and the ReLU's gradient on each chunk of the backward: the two layers' bits, one pass less
+    over the output each way, and no pre-activation kept."""
+
+    def __init__(self, conv: Conv2D, relu: ReLU) -> None:
+        self.layers = (conv, relu)
+
+    @staticmethod
+    def applies(conv: Layer, relu: Layer) -> bool:
+        """A plain Conv2D (no dilation, groups or own activation: conv_chunks runs it) and a ReLU, on NumPy."""
+        if type(conv) is not Conv2D or type(relu) is not ReLU or get_backend().name != "numpy":
+            return False
+        return conv.dilation_rate == (1, 1) and conv.groups == 1 and conv.activation.is_linear
+
+    def forward(self, x: Array, training: bool = False):
+        conv = self.layers[0]
+        if not conv_chunks.takes(conv, x):  # e.g. a dilated conv: layer by layer
+            out, cache = conv.forward(x)
+            relu_out, _ = self.layers[1].forward(out)
+            return relu_out, (None, cache, relu_out)
+        out, cache = conv_chunks.conv2d_forward_chunked(
+            conv, x, conv.params["w"], conv.params.get("b"), conv.strides, conv.padding, relu=True
+        )
+        return out, (cache, None, out)
+
+    def backward(self, dout: Array, cache, need_dx: bool = True):
+        conv, relu = self.layers
+        chunked, layer_cache, out = cache
+        if chunked is None:
+            d, _ = relu.backward(dout, out)
+            dx, grads = conv.backward(d, layer_cache, need_dx)
+            return dx, [grads, {}]
+        dx, grads = conv_chunks.conv2d_backward_chunked(conv, dout, chunked, need_dx, relu_out=out)
+        if not conv.use_bias:
+            del grads["b"]
+        return dx, [grads, {}]
+
+
 def uses_native(x: Array) -> bool:
     """Whether the fused unit runs native.c on `x`: the NumPy backend, float32/64, and the kernels enabled."""
-    return get_backend().name == "numpy" and native.supports(x.dtype) and native.enabled()
+    return native.takes(x)
 
 
 def plan(layers: list[Layer], fuse: bool = True) -> list:
-    """The units that run `layers` in order: fused Conv2D → ReLU → MaxPool2D triples where they apply."""
+    """The units that run `layers` in order: fused Conv2D → ReLU → MaxPool2D triples where they apply, then
+    Conv2D → ReLU pairs (CPU)."""
     units, i = [], 0
     while i < len(layers):
         if fuse and i + 2 < len(layers) and ConvReluPool.applies(*layers[i : i + 3]):
             units.append(ConvReluPool(*layers[i : i + 3]))
             i += 3
+        elif fuse and i + 1 < len(layers) and ConvRelu.applies(*layers[i : i + 2]):
+            units.append(ConvRelu(*layers[i : i + 2]))
+            i += 2
         else:
             units.append(Single(layers[i]))
             i += 1

@@ -2,6 +2,10 @@
 
 SAME padding never lets a padded cell win a max (it holds -inf) and never counts it
 in an average (each window is divided by its number of real cells).
+
+On the NumPy backend the four functions run native loops where `xpnn.backends.native` was built
+(native_pool.h: one pass over the input, no window copies); the NumPy code below is their twin, the
+path CuPy and machines without a compiler run, and the tests' oracle (same bits).
 """
 
 from __future__ import annotations
@@ -9,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from xpnn.backends import get_backend
+from xpnn.backends import get_backend, native
+from xpnn.cpu_threads import cpu_workers, map_chunks
 from xpnn.layers.base import Layer, expect_nhwc, positive_pair
 from xpnn.layers.padding import normalize_padding, output_size, pads_2d
 from xpnn.layers.windows import crop_hw, pad_hw, window_view, windows_add
@@ -33,17 +38,53 @@ def _geometry(x: Array, pool_size: tuple[int, int], strides: tuple[int, int], pa
     return pads, out_hw
 
 
+# Native pools split a batch over the workers only above this many window cells (~1 ms of loads on one core);
+# waking a worker costs ~0.15 ms (docs/benchmarks.md).
+PARALLEL_CELLS = 1 << 21
+
+
+def _native_chunks(run_chunk, n: int, cells: int) -> None:
+    """run_chunk(start, stop, worker) over the batch: on the workers when there is enough work for them.
+
+    Images are independent, so the chunking never changes a result.
+    """
+    workers = max(1, min(cpu_workers(), cells // PARALLEL_CELLS))
+    map_chunks(run_chunk, n, -(-n // workers), workers, blas=False)
+
+
 def maxpool_forward(
     x: Array, pool_size: tuple[int, int], strides: tuple[int, int], padding: Padding
 ) -> tuple[Array, PoolCache]:
     """Max over each window; the first maximum in row-major order wins, as in TensorFlow's CPU kernel."""
     xp = get_backend().xp
     pads, out_hw = _geometry(x, pool_size, strides, padding)
+    padded_shape = (x.shape[0], x.shape[1] + sum(pads[0]), x.shape[2] + sum(pads[1]), x.shape[3])
+    if native.takes(x):
+        x = xp.ascontiguousarray(x)
+        out = xp.empty((x.shape[0], *out_hw, x.shape[3]), dtype=x.dtype)
+        argmax = xp.empty(out.shape, dtype=xp.int64)
+
+        def run_chunk(start: int, stop: int, worker: int) -> None:
+            g = native.pool_geometry((stop - start, *x.shape[1:]), pads, pool_size, strides, out_hw)
+            native.max_pool_forward(x[start:stop], g, out[start:stop], argmax[start:stop])
+
+        _native_chunks(run_chunk, x.shape[0], out.size * pool_size[0] * pool_size[1])
+        return out, PoolCache(padded_shape, pads, pool_size, strides, argmax=argmax)
     x_pad = pad_hw(x, pads, -xp.inf)
-    n, c = x.shape[0], x.shape[3]
-    flat = window_view(x_pad, pool_size, strides, out_hw).reshape(n, *out_hw, pool_size[0] * pool_size[1], c)
-    argmax = flat.argmax(axis=3)
-    out = xp.take_along_axis(flat, argmax[:, :, :, None, :], axis=3)[:, :, :, 0, :]
+    windows = window_view(x_pad, pool_size, strides, out_hw)
+    out = windows[:, :, :, 0, 0, :].copy()
+    argmax = xp.zeros(out.shape, dtype=xp.int64)
+    wins = xp.empty(out.shape, dtype=bool)
+    nan = bool(xp.isnan(x).any())
+    # numpy.argmax's winner, cell by cell in row-major order: a larger value wins, a NaN beats any number, the
+    # first of equals stays (in place: 40 ms where an argmax over the strided windows took 71, 64 × 32×32×32)
+    for cell in range(1, pool_size[0] * pool_size[1]):
+        v = windows[:, :, :, cell // pool_size[1], cell % pool_size[1], :]
+        xp.greater(v, out, out=wins)
+        if nan:
+            wins |= xp.isnan(v) & ~xp.isnan(out)
+        xp.copyto(out, v, where=wins)
+        xp.copyto(argmax, cell, where=wins)
     return out, PoolCache(x_pad.shape, pads, pool_size, strides, argmax=argmax)
 
 
@@ -52,9 +93,26 @@ def maxpool_backward(dout: Array, cache: PoolCache) -> Array:
     xp = get_backend().xp
     n, out_h, out_w, c = dout.shape
     kh, kw = cache.pool_size
-    won = cache.argmax[:, :, :, None, :] == xp.arange(kh * kw)[:, None]
-    patches = xp.where(won, dout[:, :, :, None, :], xp.zeros((), dtype=dout.dtype)).reshape(n, out_h, out_w, kh, kw, c)
-    return crop_hw(windows_add(patches, cache.padded_shape, cache.strides), cache.pads)
+    if native.takes(dout):
+        dout, argmax = xp.ascontiguousarray(dout), xp.ascontiguousarray(cache.argmax, dtype=xp.int64)
+        (top, bottom), (left, right) = cache.pads
+        _, hp, wp, _ = cache.padded_shape
+        dx = xp.empty((n, hp - top - bottom, wp - left - right, c), dtype=dout.dtype)
+
+        def run_chunk(start: int, stop: int, worker: int) -> None:
+            g = native.pool_geometry(
+                (stop - start, *dx.shape[1:]), cache.pads, cache.pool_size, cache.strides, (out_h, out_w)
+            )
+            native.max_pool_backward(dout[start:stop], argmax[start:stop], g, dx[start:stop])
+
+        _native_chunks(run_chunk, n, dout.size * kh * kw)
+        return dx
+    (sh, sw), dx = cache.strides, xp.zeros(cache.padded_shape, dtype=dout.dtype)
+    for r in range(kh):  # windows_add's order; only the winner gets the gradient (a 0·g product would spread
+        for s in range(kw):  # a NaN or inf gradient over the window)
+            won = xp.where(cache.argmax == r * kw + s, dout, 0.0)
+            dx[:, r : r + sh * (out_h - 1) + 1 : sh, s : s + sw * (out_w - 1) + 1 : sw] += won
+    return crop_hw(dx, cache.pads)
 
 
 def avgpool_forward(
@@ -63,11 +121,26 @@ def avgpool_forward(
     """Mean over the real (unpadded) cells of each window."""
     xp = get_backend().xp
     pads, out_hw = _geometry(x, pool_size, strides, padding)
-    sums = window_view(pad_hw(x, pads), pool_size, strides, out_hw).sum(axis=(3, 4))
     ones = pad_hw(xp.ones((1, x.shape[1], x.shape[2], 1), dtype=x.dtype), pads)
     counts = window_view(ones, pool_size, strides, out_hw).sum(axis=(3, 4))
     padded_shape = (x.shape[0], x.shape[1] + sum(pads[0]), x.shape[2] + sum(pads[1]), x.shape[3])
-    return sums / counts, PoolCache(padded_shape, pads, pool_size, strides, counts=counts)
+    cache = PoolCache(padded_shape, pads, pool_size, strides, counts=counts)
+    if native.takes(x):
+        x, counts_hw = xp.ascontiguousarray(x), xp.ascontiguousarray(counts.reshape(out_hw))
+        out = xp.empty((x.shape[0], *out_hw, x.shape[3]), dtype=x.dtype)
+
+        def run_chunk(start: int, stop: int, worker: int) -> None:
+            g = native.pool_geometry((stop - start, *x.shape[1:]), pads, pool_size, strides, out_hw)
+            native.avg_pool_forward(x[start:stop], counts_hw, g, out[start:stop])
+
+        _native_chunks(run_chunk, x.shape[0], out.size * pool_size[0] * pool_size[1])
+        return out, cache
+    windows = window_view(pad_hw(x, pads), pool_size, strides, out_hw)
+    sums = xp.zeros((x.shape[0], *out_hw, x.shape[3]), dtype=x.dtype)
+    for r in range(pool_size[0]):  # cell by cell in row-major order, as native.c adds them (a .sum over the
+        for s in range(pool_size[1]):  # window axes adds in an order NumPy picks per shape)
+            sums += windows[:, :, :, r, s, :]
+    return sums / counts, cache
 
 
 def avgpool_backward(dout: Array, cache: PoolCache) -> Array:
@@ -75,6 +148,20 @@ def avgpool_backward(dout: Array, cache: PoolCache) -> Array:
     xp = get_backend().xp
     n, out_h, out_w, c = dout.shape
     kh, kw = cache.pool_size
+    if native.takes(dout):
+        dout, counts_hw = xp.ascontiguousarray(dout), xp.ascontiguousarray(cache.counts.reshape(out_h, out_w))
+        (top, bottom), (left, right) = cache.pads
+        _, hp, wp, _ = cache.padded_shape
+        dx = xp.empty((n, hp - top - bottom, wp - left - right, c), dtype=dout.dtype)
+
+        def run_chunk(start: int, stop: int, worker: int) -> None:
+            g = native.pool_geometry(
+                (stop - start, *dx.shape[1:]), cache.pads, cache.pool_size, cache.strides, (out_h, out_w)
+            )
+            native.avg_pool_backward(dout[start:stop], counts_hw, g, dx[start:stop])
+
+        _native_chunks(run_chunk, n, dout.size * kh * kw)
+        return dx
     share = (dout / cache.counts)[:, :, :, None, None, :]
     patches = xp.broadcast_to(share, (n, out_h, out_w, kh, kw, c))
     return crop_hw(windows_add(patches, cache.padded_shape, cache.strides), cache.pads)

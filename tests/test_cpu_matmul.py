@@ -1,0 +1,41 @@
+"""xpnn.cpu_threads.matmul: GEMMs in fixed blocks on the CPU workers, against a plain a @ b."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import xpnn
+from xpnn import cpu_threads
+
+
+@pytest.fixture(autouse=True)
+def numpy_backend():
+    return xpnn.set_backend("numpy")
+
+
+@pytest.mark.parametrize("shape", [(300, 70, 50), (40, 90, 700), (2000, 3, 2), (17, 33, 1), (100, 60, 64)])
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])  # float32 with 16k columns: native.c's AVX-512 GEMM
+def test_blocks_give_the_plain_product(shape, transposed, dtype, monkeypatch):
+    monkeypatch.setattr(cpu_threads, "GEMM_BLOCK_MACS", 1 << 10)  # many blocks, rows or columns
+    m, k, n = shape
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((k, m)).T if transposed else rng.standard_normal((m, k))  # Dense's xᵀ is a view
+    a, b = a.astype(dtype), rng.standard_normal((k, n)).astype(dtype)
+    got = cpu_threads.matmul(a, b)
+    want = a.astype(np.float64) @ b.astype(np.float64)
+    assert got.shape == (m, n) and got.dtype == np.dtype(dtype)
+    rtol = 1e-12 if dtype == "float64" else 1e-5
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * np.abs(want).max())
+
+
+def test_blocks_do_not_depend_on_the_number_of_workers(monkeypatch):
+    monkeypatch.setattr(cpu_threads, "GEMM_BLOCK_MACS", 1 << 10)
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((200, 64)).astype(np.float32), rng.standard_normal((64, 96)).astype(np.float32)
+    results = []
+    for threads in ("1", "3"):
+        monkeypatch.setenv("XPNN_CPU_THREADS", threads)
+        results.append((cpu_threads.matmul(a, b), cpu_threads.matmul(b.T, a.T)))
+    assert all(np.array_equal(x, y) for x, y in zip(*results))

@@ -1,0 +1,217 @@
+"""Conv2D on the CPU in cache-sized chunks of images, each chunk an im2col copy and a GEMM on its own worker.
+
+The one-GEMM path in conv.py (`conv2d_forward`) builds the columns of the whole batch (64 VGG-style
+32x32x32 images: 75 MB), keeps them for the backward, and hands BLAS a weight-gradient product whose
+inner dimension is every output pixel of the batch, a shape on which OpenBLAS at 2 threads took 0.52 s
+where one thread took 14 ms (27 × 65536 · 65536 × 32, this 2-core VM). Here each chunk of images is
+padded into a reused buffer, copied into columns that stay in cache, and multiplied with BLAS at one
+thread on its worker (`xpnn.cpu_threads`): forward out = cols · W (+ b), backward dW = Σ colsᵀ · dout
+over the chunks in a fixed order (so the bits never depend on the number of threads), and dx = the
+columns' gradient dout · Wᵀ added back over the windows. The cache keeps the input, not the columns.
+
+The same math as `conv2d_forward` / `conv2d_backward`, the twin it is tested against (float64 1e-12);
+the sums of dW and db are grouped by chunk, so last bits differ from the one-GEMM path.
+TensorFlow counterpart: tf.nn.conv2d, its Conv2DBackpropFilter and Conv2DBackpropInput.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xpnn.backends import get_backend, native
+from xpnn.cpu_threads import cpu_workers, map_chunks
+from xpnn.layers.padding import output_size, pads_2d
+from xpnn.layers.windows import window_view
+from xpnn.types import Array
+
+CHUNK_BYTES = 1 << 21  # columns per chunk: 2 MiB, inside one core's L2 on the machines of docs/benchmarks.md
+CHUNK_IMAGES = 16  # at most this many images per chunk, so small layers still feed every worker
+
+
+@dataclass(frozen=True)
+class ChunkedConvCache:
+    x: Array  # (n, h, w, cin): the input; the backward copies its columns again, chunk by chunk
+    w: Array
+    strides: tuple[int, int]
+    pads: tuple[tuple[int, int], tuple[int, int]]
+    out_hw: tuple[int, int]
+    chunk: int  # images per chunk, fixed by size: the backward sums dW over the same chunks
+
+
+def takes(layer, x: Array) -> bool:
+    """Whether `layer`'s conv on `x` runs here: the NumPy backend (CuPy runs the one-GEMM path, few large
+    kernels), and no dilation or groups (this path has neither)."""
+    plain = tuple(getattr(layer, "dilation_rate", (1, 1))) == (1, 1) and getattr(layer, "groups", 1) == 1
+    return plain and get_backend().name == "numpy" and x.ndim == 4
+
+
+class _Buffers:
+    """Scratch arrays kept on the layer between calls, one set per worker (fresh pages cost more than a copy)."""
+
+    def __init__(self, owner) -> None:
+        self.owner = owner
+
+    def get(self, name: str, shape: tuple[int, ...], dtype, zero: bool = False) -> Array:
+        """A buffer of at least `shape` (its leading part is returned). New ones start as zeros, so a padding
+        buffer whose interior alone is ever written keeps zero borders."""
+        store = self.owner.__dict__.setdefault("_chunk_buffers", {})
+        buf = store.get(name)
+        if buf is None or buf.shape[1:] != shape[1:] or buf.shape[0] < shape[0] or buf.dtype != dtype:
+            buf = get_backend().xp.zeros(shape, dtype=dtype)
+            store[name] = buf
+        elif zero:
+            buf[: shape[0]] = 0
+        return buf[: shape[0]]
+
+
+def _padded(bufs: _Buffers, x: Array, start: int, stop: int, pads, name: str) -> Array:
+    """x[start:stop] with zero padding, in a reused buffer (no padded copy of the whole batch)."""
+    (top, bottom), (left, right) = pads
+    _, h, w, c = x.shape
+    if top == bottom == left == right == 0:
+        return get_backend().xp.ascontiguousarray(x[start:stop])  # copy_runs needs whole contiguous rows
+    buf = bufs.get(name, (stop - start, top + h + bottom, left + w + right, c), x.dtype)
+    buf[:, top : top + h, left : left + w] = x[start:stop]
+    return buf
+
+
+def _columns(bufs: _Buffers, x_pad: Array, k_hw, strides, out_hw, name: str) -> Array:
+    """The (m·out_h·out_w, fh·fw·cin) im2col rows of a padded chunk, each window row copied as one run."""
+    kernels = get_backend().kernels
+    m, cin = x_pad.shape[0], x_pad.shape[3]
+    windows = window_view(x_pad, k_hw, strides, out_hw)
+    runs = windows.reshape(*windows.shape[:4], k_hw[1] * cin)  # a view: one window row is contiguous
+    cols = bufs.get(name, (m * out_hw[0] * out_hw[1], k_hw[0] * k_hw[1] * cin), x_pad.dtype)
+    kernels.copy_runs(cols.reshape(runs.shape), runs)
+    return cols
+
+
+def _matmul(a: Array, b: Array, out: Array) -> None:
+    """out = a @ b: native.c's AVX-512 float32 GEMM where it runs (twice OpenBLAS's Haswell kernels here, see
+    native_gemm.h), else NumPy's matmul (BLAS at one thread inside a chunk)."""
+    if not (native.takes(a) and native.gemm(a, b, out)):
+        get_backend().xp.matmul(a, b, out=out)
+
+
+def chunk_images(n: int, out_hw, k: int, itemsize: int) -> int:
+    """Images per chunk for a batch of n whose conv outputs out_hw each read k values: ~CHUNK_BYTES of columns."""
+    return max(1, min(n, CHUNK_IMAGES, CHUNK_BYTES // (out_hw[0] * out_hw[1] * k * itemsize)))
+
+
+def conv2d_forward_chunked(
+    owner, x: Array, w: Array, b: Array | None, strides: tuple[int, int], padding: str, relu: bool = False
+) -> tuple[Array, ChunkedConvCache]:
+    """(n, h, w, cin) * (fh, fw, cin, cout) (+ b) -> (n, out_h, out_w, cout), as conv2d_forward, chunk by chunk.
+
+    With `relu`, max(·, 0) runs on each chunk's output while it is in cache (as relu_forward: the same bits).
+    `owner` (the layer) keeps the scratch buffers between calls.
+    """
+    xp = get_backend().xp
+    n, h, wd, cin = x.shape
+    fh, fw, _, cout = w.shape
+    pads = pads_2d((h, wd), (fh, fw), strides, padding)
+    out_hw = (output_size(h, fh, strides[0], padding), output_size(wd, fw, strides[1], padding))
+    w2 = w.reshape(fh * fw * cin, cout)
+    chunk, bufs = chunk_images(n, out_hw, fh * fw * cin, x.dtype.itemsize), _Buffers(owner)
+    out = xp.empty((n, *out_hw, cout), dtype=x.dtype)
+    rows = out.reshape(n, -1, cout)
+
+    def run_chunk(start: int, stop: int, worker: int) -> None:
+        x_pad = _padded(bufs, x, start, stop, pads, f"pad{worker}")
+        cols = _columns(bufs, x_pad, (fh, fw), strides, out_hw, f"cols{worker}")
+        dst = rows[start:stop].reshape(-1, cout)
+        _matmul(cols, w2, dst)
+        if b is not None:
+            dst += b
+        if relu:
+            xp.maximum(dst, 0.0, out=dst)
+
+    map_chunks(run_chunk, n, chunk, cpu_workers())
+    return out, ChunkedConvCache(x, w, strides, pads, out_hw, chunk)
+
+
+def conv2d_backward_chunked(
+    owner, dout: Array, cache: ChunkedConvCache, need_dx: bool = True, relu_out: Array | None = None
+) -> tuple[Array | None, dict[str, Array]]:
+    """dx (or None), dW = Σ over chunks of colsᵀ·dout, db = Σ dout, for `conv2d_forward_chunked`.
+
+    With `relu_out` (the forward's output after its ReLU), dout first goes through the ReLU's gradient, chunk
+    by chunk (as relu_grad: the same bits).
+    """
+    xp = get_backend().xp
+    x, w, strides, (oh, ow) = cache.x, cache.w, cache.strides, cache.out_hw
+    n, h, wd, cin = x.shape
+    fh, fw, _, cout = w.shape
+    k = fh * fw * cin
+    w2 = w.reshape(k, cout)
+    w2t = xp.ascontiguousarray(w2.T)
+    chunk, bufs = cache.chunk, _Buffers(owner)
+    d_rows = xp.ascontiguousarray(dout).reshape(n, oh * ow, cout)
+    if relu_out is not None:
+        out_rows, d_rows = relu_out.reshape(n, oh * ow, cout), xp.empty_like(d_rows)
+        dout_rows = xp.ascontiguousarray(dout).reshape(n, oh * ow, cout)
+    # dWᵀ = gᵀ · cols per chunk, channel-major: the AVX-512 GEMM then reads each 64-column panel of the columns
+    # once from cache for all channels, where colsᵀ · g streamed all the columns again for every 6 taps (the
+    # AlexNet-style 5x5 conv's backward: 20.4 ms against 5.3 for its forward)
+    partial_dw = xp.empty((-(-n // chunk), cout, k), dtype=dout.dtype)
+    dx = xp.empty(x.shape, dtype=dout.dtype) if need_dx else None
+
+    def run_chunk(start: int, stop: int, worker: int) -> None:
+        x_pad = _padded(bufs, x, start, stop, cache.pads, f"pad{worker}")
+        cols = _columns(bufs, x_pad, (fh, fw), strides, (oh, ow), f"cols{worker}")
+        if relu_out is not None:  # the ReLU's gradient, kernels.relu_grad's formula
+            xp.multiply(dout_rows[start:stop], out_rows[start:stop] > 0, out=d_rows[start:stop])
+        g = d_rows[start:stop].reshape(-1, cout)
+        _matmul(g.T, cols, partial_dw[start // chunk])
+        if dx is None:
+            return
+        dcols = cols  # reuses the columns' buffer
+        _matmul(g, w2t, dcols)
+        _add_windows(bufs, dcols, dx, start, stop, w.shape, cache.pads, strides, (oh, ow), worker)
+
+    map_chunks(run_chunk, n, chunk, cpu_workers())
+    dw = partial_dw[0].copy()
+    for part in partial_dw[1:]:  # in chunk order: the sum does not depend on the number of workers
+        dw += part
+    dw = xp.ascontiguousarray(dw.T).reshape(w.shape)
+    return dx, {"w": dw, "b": d_rows.reshape(-1, cout).sum(axis=0)}
+
+
+def _add_windows(
+    bufs: _Buffers, dcols: Array, dx: Array, start: int, stop: int, w_shape, pads, strides, out_hw, worker: int
+) -> None:
+    """dx[start:stop] = the columns' gradient (m·out_h·out_w, fh·fw·cin) added back over its windows (as
+    windows_add, in a reused padded buffer), then cropped."""
+    (fh, fw, cin, _), (oh, ow), (sh, sw) = w_shape, out_hw, strides
+    (top, bottom), (left, right) = pads
+    m, h, wd = stop - start, dx.shape[1], dx.shape[2]
+    if native.takes(dcols):  # one pass, each dx cell written once, the same sums in the same order
+        native.col2im(dcols, native.pool_geometry((m, h, wd, cin), pads, (fh, fw), strides, out_hw), dx[start:stop])
+        return
+    dcols = dcols.reshape(m, oh, ow, fh, fw, cin)
+    d_pad = bufs.get(f"dpad{worker}", (m, top + h + bottom, left + wd + right, cin), dx.dtype, zero=True)
+    for i in range(fh):
+        for j in range(fw):
+            d_pad[:, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw] += dcols[:, :, :, i, j]
+    dx[start:stop] = d_pad[:, top : top + h, left : left + wd]
+
+
+def conv2d_input_grad_chunked(owner, dout: Array, w: Array, x_shape, pads, strides: tuple[int, int]) -> Array:
+    """dx (x_shape) for a conv's output gradient dout, as conv.py's conv2d_input_grad, chunk by chunk on every
+    worker: each chunk's dout · Wᵀ, then added back over the windows. No sums across images: the same bits
+    for any chunking."""
+    xp = get_backend().xp
+    n, oh, ow, cout = dout.shape
+    fh, fw, cin, _ = w.shape
+    w2t = xp.ascontiguousarray(w.reshape(fh * fw * cin, cout).T)
+    d_rows = xp.ascontiguousarray(dout).reshape(n, oh * ow, cout)
+    dx = xp.empty(x_shape, dtype=dout.dtype)
+    chunk, bufs = chunk_images(n, (oh, ow), fh * fw * cin, dout.dtype.itemsize), _Buffers(owner)
+
+    def run_chunk(start: int, stop: int, worker: int) -> None:
+        dcols = bufs.get(f"cols{worker}", ((stop - start) * oh * ow, fh * fw * cin), dout.dtype)
+        _matmul(d_rows[start:stop].reshape(-1, cout), w2t, dcols)
+        _add_windows(bufs, dcols, dx, start, stop, w.shape, pads, strides, (oh, ow), worker)
+
+    map_chunks(run_chunk, n, chunk, cpu_workers())
+    return dx
