@@ -233,6 +233,19 @@ def test_peak_memory_of_a_load_is_at_most_twice_the_model(tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(loaded.get_weights(), model.get_weights()))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_peak_memory_of_a_weights_only_load_is_at_most_twice_the_model(tmp_path, dtype):
+    """Without optimizer state the weights are all there is: the build draws nothing in float64 first."""
+    model = Sequential([Flatten(), Dense(1000), Dense(10)], dtype=dtype).build((32, 32, 3), seed=1)
+    path = tmp_path / "weights_only.h5"
+    xpnn.io.save_model(model, path, optimizer=None)
+    real = sum(w.nbytes for w in model.get_weights())
+    peak, loaded = peak_bytes(lambda: xpnn.load_model(path))
+    assert isinstance(loaded, Sequential), loaded
+    assert peak <= 2 * real, (peak / real, dtype)
+    assert all(np.array_equal(a, b) for a, b in zip(loaded.get_weights(), model.get_weights()))
+
+
 # ---- 3. integrity ----------------------------------------------------------------------------------
 def test_flipped_bytes_in_a_weight_are_found(saved):
     with h5py.File(saved, "r") as f:

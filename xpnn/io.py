@@ -371,9 +371,22 @@ class _BudgetRng:
             if n > self.left:
                 raise _OverBudget(n)
             self.left -= n
-            return np.zeros(size) if name in self.ZEROS and size is not None else attr(*args, **kwargs)
+            return _zero_view(size) if name in self.ZEROS and size is not None else attr(*args, **kwargs)
 
         return draw
+
+
+def _zero_view(size: Any) -> np.ndarray:
+    """Zeros of `size` as a read-only broadcast view: no memory (a build whose weights the file overwrites)."""
+    return np.broadcast_to(np.float64(0.0), tuple(int(s) for s in np.atleast_1d(np.asarray(size, dtype=np.int64))))
+
+
+class _NoDrawRng(_BudgetRng):
+    """The generator of the real build before a load: float draws are zero views, so building takes only the
+    model's own arrays (each weight is then read straight into them), not a float64 draw per layer."""
+
+    def __init__(self) -> None:
+        super().__init__(budget=1 << 62)
 
 
 def _dry_build(
@@ -485,7 +498,12 @@ def _read_model(f: h5py.File, file: str, cls: type[Model]) -> tuple[Model, Optim
         if len(weights) != len(shapes):
             raise ValueError(f"it holds {len(weights)} weight arrays but its architecture has {len(shapes)}.")
         _check_declared(weights, shapes)
-    model.build(input_shape, seed=0)
+    model.build(input_shape, rng=_NoDrawRng())
+    for layer in model.layers:  # a float64 weight may still be the zero view itself: give it its own memory
+        for table in (layer.params, layer.non_trainable):
+            for key, arr in table.items():
+                if isinstance(arr, np.ndarray) and not arr.flags.writeable:
+                    table[key] = np.empty(arr.shape, arr.dtype)
     dtype = np.dtype(model.dtype)
     slots = [(layer, key) for layer in model.layers for key in layer.weights]
     if len(weights) != len(slots):

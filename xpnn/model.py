@@ -87,10 +87,11 @@ class Model:
         """Whether `build` has created the weights (Keras's `Model.built`)."""
         return self.input_shape is not None
 
-    def build(self, input_shape: Sequence[int], seed: int | None = 0) -> Model:
+    def build(self, input_shape: Sequence[int], seed: int | None = 0, *, rng: Any = None) -> Model:
         """Create every layer's weights for per-sample `input_shape` (e.g. (64, 64, 3)); kernels glorot, biases 0.
 
-        A leading None (Keras's batch axis, `(None, 64, 64, 3)`) is dropped.
+        A leading None (Keras's batch axis, `(None, 64, 64, 3)`) is dropped. `rng` replaces the seeded
+        generator (`xpnn.io` passes one that draws nothing before it reads the weights in).
         """
         input_shape = tuple(input_shape)
         if input_shape and input_shape[0] is None:
@@ -105,7 +106,7 @@ class Model:
             raise ValueError(
                 f"input_shape must be positive sizes without the batch axis, e.g. (64, 64, 3); got {input_shape!r}."
             )
-        rng = np.random.default_rng(check_seed(seed))
+        rng = np.random.default_rng(check_seed(seed)) if rng is None else rng
         for i, layer in enumerate(self.layers):
             try:
                 shape = layer.build(shape, rng, self.dtype)
