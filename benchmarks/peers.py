@@ -50,6 +50,9 @@ def xpnn_model(net: Net, seed: int = 1):
         "relu": xpnn.ReLU,
         "flatten": xpnn.Flatten,
         "dense": xpnn.Dense,
+        "batchnorm": xpnn.BatchNormalization,
+        "dropout": xpnn.Dropout,
+        "gap": xpnn.GlobalAveragePooling2D,
     }
     layers = [build[spec[0]](*spec[1:]) for spec in net.layers]
     return xpnn.Sequential(layers, dtype="float32").build(net.input_shape, seed=seed)
@@ -121,6 +124,7 @@ def torch_runner(wl: Workload, x: np.ndarray, y: np.ndarray) -> Runner:
         return loss
 
     if wl.kind == "predict":
+        model.eval()  # BatchNorm's moving statistics, no Dropout (xpnn's and Keras's inference mode)
 
         def predict() -> float:
             with torch.inference_mode():
@@ -178,6 +182,12 @@ def keras_twin(model):
             layers.append(keras.layers.AveragePooling2D(layer.pool_size, layer.strides, layer.padding))
         elif isinstance(layer, xpnn.Flatten):
             layers.append(keras.layers.Flatten())
+        elif isinstance(layer, xpnn.BatchNormalization):
+            layers.append(keras.layers.BatchNormalization(momentum=layer.momentum, epsilon=layer.epsilon))
+        elif isinstance(layer, xpnn.Dropout):
+            layers.append(keras.layers.Dropout(layer.rate))
+        elif isinstance(layer, xpnn.GlobalAveragePooling2D):
+            layers.append(keras.layers.GlobalAveragePooling2D())
         else:
             raise NotImplementedError(f"no Keras twin for {layer!r}")
     twin = keras.Sequential(layers)

@@ -92,6 +92,19 @@ def torch_twin(model: xpnn.Sequential, device: str = "cpu") -> nn.Sequential:
             mods.append(nn.ReLU())
         elif isinstance(layer, xpnn.Flatten):
             mods.append(_Op(lambda x: x.permute(0, 2, 3, 1).reshape(x.shape[0], -1)))
+        elif isinstance(layer, xpnn.BatchNormalization):  # torch's momentum weighs the new batch: 1 - Keras's
+            gamma, beta, mean, var = (next(weights) for _ in range(4))  # center and scale on (the defaults)
+            kind = nn.BatchNorm2d if in_hw is not None else nn.BatchNorm1d
+            bn = kind(len(mean), eps=layer.epsilon, momentum=1.0 - layer.momentum, dtype=_dtype(mean))
+            with torch.no_grad():
+                for tensor, value in ((bn.weight, gamma), (bn.bias, beta), (bn.running_mean, mean),
+                                      (bn.running_var, var)):  # fmt: skip
+                    tensor.copy_(torch.from_numpy(value))
+            mods.append(bn)
+        elif isinstance(layer, xpnn.Dropout):
+            mods.append(nn.Dropout(layer.rate))
+        elif isinstance(layer, xpnn.GlobalAveragePooling2D):
+            mods.append(_Op(lambda x: x.mean(dim=(2, 3))))
         elif isinstance(layer, xpnn.Dense):
             w = next(weights)
             b = next(weights) if layer.use_bias else None

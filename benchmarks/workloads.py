@@ -6,12 +6,13 @@ that model, weights included):
 
     ("conv", filters, kernel, strides, padding)   ("maxpool", size, strides, padding)   ("relu",)
     ("dense", units)                              ("avgpool", size, strides, padding)   ("flatten",)
+    ("batchnorm",)                                ("dropout", rate)                     ("gap",)
 
 Two suites: the reference network (and a wider variant) on 64x64x3 SIGNS-shaped images, where the
 native fused Conv2D → ReLU → MaxPool2D unit was tuned, and the classic networks of issue 16 (LeNet-5,
 VGG-style 3x3 conv pairs, a strided all-convolutional net, AlexNet-style overlapping pools, an MLP),
-each as a training step and as inference at two batch sizes. The BatchNorm + Dropout CNN is listed in
-`PENDING` until xpnn.layers has BatchNormalization and Dropout.
+and a BatchNorm + Dropout CNN (three conv blocks with BatchNorm between conv and ReLU, global average
+pooling, Dropout), each as a training step and as inference at two batch sizes.
 """
 
 from __future__ import annotations
@@ -40,7 +41,11 @@ def avgpool(size: int, strides: int | None = None, padding: str = "valid") -> Sp
     return ("avgpool", size, size if strides is None else strides, padding)
 
 
-RELU, FLATTEN = ("relu",), ("flatten",)
+RELU, FLATTEN, BATCHNORM, GAP = ("relu",), ("flatten",), ("batchnorm",), ("gap",)
+
+
+def dropout(rate: float) -> Spec:
+    return ("dropout", rate)
 
 
 def dense(units: int) -> Spec:
@@ -95,10 +100,18 @@ ALEXNET_POOLS = Net(
 )
 MLP = Net("MLP 784-512-512-10", (784,), 10, (dense(512), RELU, dense(512), RELU, dense(10)))
 
-CLASSIC = (LENET, VGG, ALL_CONV, ALEXNET_POOLS, MLP)
+BN_DROPOUT = Net(
+    "BatchNorm + Dropout CNN",
+    (32, 32, 3),
+    10,
+    (conv(32, 3), BATCHNORM, RELU, maxpool(2), conv(64, 3), BATCHNORM, RELU, maxpool(2))
+    + (conv(128, 3), BATCHNORM, RELU, GAP, dropout(0.3), dense(10)),
+)
+
+CLASSIC = (LENET, VGG, ALL_CONV, ALEXNET_POOLS, MLP, BN_DROPOUT)
 TRAIN_BATCHES = (64, 256)
 PREDICT_BATCHES = (128, 512)
-PENDING = ("BatchNorm + Dropout CNN: waits for BatchNormalization and Dropout in xpnn.layers",)
+PENDING: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -113,7 +126,8 @@ class Workload:
 
 
 def _classic() -> list[Workload]:
-    keys = {LENET: "lenet", VGG: "vgg", ALL_CONV: "allconv", ALEXNET_POOLS: "alexpool", MLP: "mlp"}
+    keys = {LENET: "lenet", VGG: "vgg", ALL_CONV: "allconv", ALEXNET_POOLS: "alexpool", MLP: "mlp",
+            BN_DROPOUT: "bndrop"}  # fmt: skip
     out = []
     for net in CLASSIC:
         for kind, batches in (("train", TRAIN_BATCHES), ("predict", PREDICT_BATCHES)):
@@ -161,6 +175,8 @@ def flops(wl: Workload) -> float:
             shape = (_out_size(shape[0], k, s, padding), _out_size(shape[1], k, s, padding), shape[2])
         elif spec[0] == "flatten":
             shape = (int(np.prod(shape)),)
+        elif spec[0] == "gap":
+            shape = (shape[-1],)
         elif spec[0] == "dense":
             macs.append(shape[0] * spec[1])
             shape = (spec[1],)
