@@ -19,7 +19,7 @@ from xpnn import io, keras_format
 from xpnn.data.batches import check_shuffle
 from xpnn.data.sources import as_source, is_batch_source, is_indexed
 from xpnn.distributed.parallel import DataParallel, as_data_parallel
-from xpnn.inputs import input_shape_from
+from xpnn.inputs import check_count, input_shape_from
 from xpnn.keras_format import is_keras_file, save_keras
 from xpnn.losses import Loss, double_softmax_warning, get_loss
 from xpnn.metrics import Metric
@@ -32,16 +32,10 @@ from xpnn.training.progress import progress_callbacks
 from xpnn.training.run_folder import RunDir, run_callbacks
 
 
-def _count(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int; got {value!r}.")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}; got {name}={value}.")
-    return int(value)
+def split_validation(x: Any, y: Any, sample_weight: Any, fraction: Any) -> tuple[Any, Any, Any, tuple[Any, Any]]:
+    """Keras's `validation_split`: the last `fraction` of the samples, before shuffling, become validation data.
 
-
-def split_validation(x: Any, y: Any, fraction: Any) -> tuple[Any, Any, tuple[Any, Any]]:
-    """Keras's `validation_split`: the last `fraction` of the samples, before shuffling, become validation data."""
+    Returns the training x, y and sample weights (None stays None), and the (x_val, y_val) pair."""
     if isinstance(fraction, bool) or not isinstance(fraction, (float, int, np.floating)) or not 0 <= fraction < 1:
         raise ValueError(f"validation_split must be a fraction in [0, 1); got validation_split={fraction!r}.")
     n = len(x)
@@ -51,7 +45,8 @@ def split_validation(x: Any, y: Any, fraction: Any) -> tuple[Any, Any, tuple[Any
             f"validation_split={fraction} of {n} samples leaves {keep} to train on and {n - keep} to validate; "
             "use a fraction that leaves at least one of each."
         )
-    return x[:keep], y[:keep], (x[keep:], y[keep:])
+    weights = None if sample_weight is None else np.asarray(sample_weight)[:keep]
+    return x[:keep], y[:keep], weights, (x[keep:], y[keep:])
 
 
 class Sequential(Model):
@@ -177,12 +172,10 @@ class Sequential(Model):
         generator of (x, y) batches with `steps_per_epoch` (y left out); batches are checked and moved to the
         device in a background thread while the previous one trains. `validation_data` may be a source too.
         """
-        epochs, batch_size = _count("epochs", epochs, 0), _count("batch_size", batch_size, 1)
-        initial_epoch = _count("initial_epoch", initial_epoch, 0)
+        epochs, batch_size = check_count("epochs", epochs, 0), check_count("batch_size", batch_size)
+        initial_epoch = check_count("initial_epoch", initial_epoch, 0)
         if validation_split and validation_data is None:
-            if sample_weight is not None:
-                sample_weight = np.asarray(sample_weight)[: int(len(x) * (1 - float(validation_split)))]
-            x, y, validation_data = split_validation(x, y, validation_split)
+            x, y, sample_weight, validation_data = split_validation(x, y, sample_weight, validation_split)
         strategy = None if distributed is False else as_data_parallel(distributed)
         if strategy is not None:  # join the world (and, on CuPy, pick this rank's GPU) before any data moves
             strategy.check_placement(self)
@@ -190,12 +183,10 @@ class Sequential(Model):
         opt, loss_fn = self._resolve(optimizer, loss)
         settings = FitSettings(epochs, batch_size, feed.shuffle, seed, opt, loss_fn, x, y, validation_data, verbose)
         val = validation_data
-        if isinstance(validation_data, (tuple, list)):
-            if len(validation_data) != 2:
+        if val is not None and not is_batch_source(val):
+            if not isinstance(val, (tuple, list)) or len(val) != 2:
                 raise ValueError("validation_data must be a pair (x_val, y_val) or a batch source.")
-            val = self._prepare(*validation_data)
-        elif val is not None and not is_batch_source(val):
-            raise ValueError("validation_data must be a pair (x_val, y_val) or a batch source.")
+            val = self._prepare(*val)
         parts, loop_verbose = progress_callbacks(verbose, epochs, feed.steps())
         if run_dir is not None:
             parts += run_callbacks(run_dir, resume, verbose)

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from xpnn.data.messages import setting_minimum
 from xpnn.errors import DivergedError
 from xpnn.run_paths import resolve_run
 
@@ -104,7 +105,7 @@ def check_settings(data: dict[str, Any], where: str) -> dict[str, Any]:
                 f"{where}: setting {key!r} must be {name[kind]}; got {value!r} ({type(value).__name__}). "
                 + (f"Write {key} = {value} without quotes." if isinstance(value, str) and kind is not str else "")
             )
-        low = 0 if key in ("epochs", "seed") else 1  # seed 0 is fit's default: a Python run's config replays
+        low = setting_minimum(key)  # seed 0 is fit's default: a Python run's config replays
         if kind is int and value < low:
             raise CLIError(f"{where}: setting {key!r} must be >= {low}; got {value}.")
         if kind is float and not (math.isfinite(value) and value > 0):

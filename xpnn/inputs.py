@@ -265,6 +265,15 @@ def check_weight_array(arr: Any, what: str) -> Any:
     return arr
 
 
+def check_count(name: str, value: Any, low: int = 1) -> int:
+    """An integer argument (epochs, batch_size, ...) that must be >= `low`, as an int; else a clear error."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int; got {value!r}.")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}; got {name}={value}.")
+    return int(value)
+
+
 def check_seed(seed: Any, what: str = "seed") -> int | None:
     """A seed as numpy takes it: None (a fresh random start) or an integer >= 0 (0 included)."""
     if seed is None:

@@ -19,6 +19,7 @@ from xpnn.data.sources import is_batch_source, iter_batches
 from xpnn.data.weights import sample_weights
 from xpnn.errors import DivergedError
 from xpnn.inputs import (
+    check_count,
     check_output_finite,
     check_seed,
     check_weight_array,
@@ -46,14 +47,6 @@ class Pass:
     grads: list[Array]
     outputs: list[Array] | None = None
     input_grads: list[Array] | None = None
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int; got {value!r}.")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1; got {name}={value}.")
-    return int(value)
 
 
 class Model:
@@ -311,7 +304,7 @@ class Model:
             outs = [self.forward(self._prepare(xh, None)[0])[0] for xh, _ in iter_batches(x, rng, need_y=False)]
             return backend.to_host(backend.xp.concatenate(outs))
         xb, _ = self._prepare(x, None)
-        chunk = PREDICT_CHUNK if batch_size is None else _positive_int("batch_size", batch_size)
+        chunk = PREDICT_CHUNK if batch_size is None else check_count("batch_size", batch_size)
         backend = get_backend()
         outs = [self.forward(xb[i : i + chunk])[0] for i in range(0, len(xb), chunk)]
         out = backend.xp.concatenate(outs)
@@ -389,7 +382,7 @@ class Model:
         `check_finite` refuses NaN/Inf logits from finite inputs as an overflow (the training loop instead
         reports a non-finite validation loss as a divergence).
         """
-        chunk = PREDICT_CHUNK if batch_size is None else _positive_int("batch_size", batch_size)
+        chunk = PREDICT_CHUNK if batch_size is None else check_count("batch_size", batch_size)
         metrics = self.metrics_for(loss_fn) if metrics is None else metrics
         for m in metrics:
             m.reset()

@@ -26,7 +26,7 @@ import h5py
 import numpy as np
 
 from xpnn.backends import get_backend
-from xpnn.losses import Loss, get_loss
+from xpnn.losses import Loss
 from xpnn.model import Model, Pass
 from xpnn.training.loop import Batch, Callback, TrainState
 
@@ -66,12 +66,14 @@ def trace(model: Model, x: Any, y: Any, loss: str | Loss | None = None, training
     converted as `fit` does (uint8 images scaled to [0, 1], integer labels made one-hot); an unbuilt
     model is built for x's shape with seed 0.
     """
-    loss_fn = get_loss(loss if loss is not None else (model.loss or "softmax_cross_entropy"))
+    loss_fn = model._default_loss(loss)
     xb, yb = model._prepare(x, y)
-    weights, layer_state = model.get_weights(), model.get_state()
+    xp = get_backend().xp
+    moving = [{k: xp.array(v, copy=True) for k, v in layer.non_trainable.items()} for layer in model.layers]
+    layer_state = model.get_state()
     p = model.run_pass(xb, yb, loss_fn, record=True, training=training)
-    if any(layer.non_trainable for layer in model.layers):
-        model.set_weights(weights)
+    for layer, kept in zip(model.layers, moving):  # only what a pass may change: moving statistics, streams
+        layer.non_trainable.update(kept)
     model.set_state(layer_state)
     return Trace(
         cost=float(p.cost),

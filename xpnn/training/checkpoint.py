@@ -87,10 +87,6 @@ def _json_array(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} to a checkpoint")
 
 
-def _callback_states(callbacks: list[Callback]) -> list[dict[str, Any] | None]:
-    return [cb.get_state() for cb in callbacks]
-
-
 def write_checkpoint(
     path: str | os.PathLike,
     model: Model,
@@ -101,7 +97,7 @@ def write_checkpoint(
 ) -> None:
     """Write the checkpoint atomically; the previous one stays until the new one is on disk."""
     config = {k: v for k, v in config.items() if k not in UNCHECKED_KEYS}
-    states = _callback_states(state.callbacks)
+    states = [cb.get_state() for cb in state.callbacks]
 
     def fill(f: h5py.File) -> None:
         """The checkpoint, built in memory and sealed with its checksum by `xpnn.io.write_h5`."""
@@ -132,9 +128,13 @@ def write_checkpoint(
 def stored_config(path: str | os.PathLike) -> dict[str, Any] | None:
     """The config a checkpoint was written with (None for a checkpoint without one)."""
     with open_model_file(path, "checkpoint") as f:
-        if "train_state" not in f or "config" not in f["train_state"].attrs:
-            return None
-        config = parse_json_attr(f["train_state"].attrs["config"], f"{path}: train_state.config")
+        return _config_in(f, path)
+
+
+def _config_in(f: h5py.File, path: str | os.PathLike) -> dict[str, Any] | None:
+    if "train_state" not in f or "config" not in f["train_state"].attrs:
+        return None
+    config = parse_json_attr(f["train_state"].attrs["config"], f"{path}: train_state.config")
     if not isinstance(config, dict):
         raise ValueError(f"{path}: train_state.config must be a table; got {type(config).__name__}.")
     return config
@@ -145,16 +145,15 @@ def restore_checkpoint(
 ) -> None:
     """Load the checkpoint into `model`, `optimizer`, `state` and its callbacks, after checking `config` matches."""
     path = Path(path)
-    if config is not None:
-        saved = stored_config(path)
-        changed = config_differences(saved or {}, config)
-        if changed:
-            raise ValueError(
-                f"cannot resume from {path}: this fit's settings or data differ from the checkpoint's "
-                f"({'; '.join(changed)}). Resume with the same model, optimizer, data and fit arguments, "
-                "or start a new checkpoint file."
-            )
-    with open_model_file(path, "checkpoint") as f:
+    with open_model_file(path, "checkpoint") as f:  # opened (and its checksum verified) once
+        if config is not None:
+            changed = config_differences(_config_in(f, path) or {}, config)
+            if changed:
+                raise ValueError(
+                    f"cannot resume from {path}: this fit's settings or data differ from the checkpoint's "
+                    f"({'; '.join(changed)}). Resume with the same model, optimizer, data and fit arguments, "
+                    "or start a new checkpoint file."
+                )
         try:
             saved_model, saved_opt = read_model(f)
             ts = f["train_state"]

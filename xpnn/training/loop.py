@@ -88,8 +88,16 @@ class Batch:
     x: Array
     y: Array
     result: Pass
-    cost_sum: Array | None = None  # this epoch's batch costs × sizes so far, on the device
-    samples: int = 0  # samples seen this epoch so far (with this batch)
+    costs: list[Array] = field(default_factory=list)  # this epoch's batch costs so far (the loop's own list)
+    sizes: list[int] = field(default_factory=list)  # and their batch sizes
+
+    def mean_cost(self) -> float:
+        """The epoch's running mean cost per sample, as `history["loss"]` will end on: one host read."""
+        xp = get_backend().xp
+        n = len(self.costs)
+        return float(xp.stack(self.costs) @ xp.asarray(self.sizes[:n], dtype=self.costs[0].dtype)) / sum(
+            self.sizes[:n]
+        )
 
 
 class Callback:
@@ -340,7 +348,6 @@ def _epoch(
     start = time.perf_counter()
     costs: list[Array] = []
     sizes: list[int] = []
-    cost_sum = xp.zeros((), dtype=model.dtype)
     for m in metrics:
         m.reset()
     for index, (mine, xs, ys, sw, batch_n) in enumerate(feed.batches(state.rng, strategy)):
@@ -349,10 +356,9 @@ def _epoch(
         state.step += 1
         costs.append(result.cost)
         sizes.append(batch_n)
-        cost_sum = cost_sum + result.cost * batch_n
         for m in metrics:
             m.update(result.logits, ys, sw)
-        batch = Batch(epoch, index, mine, xs, ys, result, cost_sum, sum(sizes))
+        batch = Batch(epoch, index, mine, xs, ys, result, costs, sizes)
         for cb in callbacks:
             cb.on_batch_end(model, state, batch)
         if model.stop_training:

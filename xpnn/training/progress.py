@@ -73,10 +73,10 @@ class ProgressBar(Callback):
     def on_batch_end(self, model: Model, state: TrainState, batch: Batch) -> None:
         """Redraw the bar and the running mean loss when `interval` seconds have passed since the last one."""
         now = time.perf_counter()
-        if now - self._last < self.interval or batch.cost_sum is None or not batch.samples:
+        if now - self._last < self.interval or not batch.costs:
             return
         self._last = now
-        loss = float(batch.cost_sum) / batch.samples  # the one host read, a few times a second
+        loss = batch.mean_cost()  # the one host read, a few times a second
         head = f"epoch {batch.epoch}/{self.epochs}  {batch.index + 1}/{self.steps}"
         tail = f"loss {loss:.4f}"
         room = self._columns() - len(head) - len(tail) - 6

@@ -84,12 +84,14 @@ class StuckDetector(Callback):
     @staticmethod
     def dead_layer(model: Model, x: Any) -> int | None:
         """Index of the first layer whose output is exactly zero everywhere on `x`, or None."""
-        xp = get_backend().xp
+        backend = get_backend()
         _, _, outputs = model.forward(x, record=True)
-        for i, out in enumerate(outputs or []):
-            if i < len(model.layers) - 1 and int(xp.count_nonzero(out)) == 0:
-                return i
-        return None
+        inner = (outputs or [])[:-1]  # the logits are never "dead"
+        if not inner:
+            return None
+        alive = backend.to_host(backend.xp.stack([(out != 0).any() for out in inner]))  # one host read
+        dead = [i for i, a in enumerate(alive) if not a]
+        return dead[0] if dead else None
 
     @staticmethod
     def _advice(state: TrainState) -> str:
