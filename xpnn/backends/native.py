@@ -58,6 +58,9 @@ def _load() -> ctypes.CDLL | None:
             backward = getattr(lib, f"conv_relu_pool_backward_{suffix}")
             backward.argtypes = [pointer, pointer, geometry, pointer, pointer, pointer, pointer]
             backward.restype = ctypes.c_int
+            scalar = ctypes.c_float if suffix == "f32" else ctypes.c_double
+            adam = getattr(lib, f"adam_update_{suffix}")
+            adam.argtypes, adam.restype = [*[pointer] * 4, ctypes.c_int64, *[scalar] * 4], None
             lib.gemm_f32.argtypes = [pointer, *[ctypes.c_int64] * 2, pointer, pointer, *[ctypes.c_int64] * 3]
             lib.gemm_f32.restype = ctypes.c_int
             pool = ctypes.POINTER(PoolGeometry)
@@ -294,3 +297,33 @@ def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
     return (
         lib.gemm_f32(a.ctypes.data, a.strides[0] // 4, a.strides[1] // 4, b.ctypes.data, out.ctypes.data, m, k, n) == 0
     )
+
+
+# ---- optimizer updates (native_optim.h) --------------------------------------------------------------------------
+def adam_update(w, g, m, v, alpha: float, one_minus_beta_1: float, one_minus_beta_2: float, epsilon: float) -> bool:
+    """TensorFlow's ApplyAdam in place in one pass (native_optim.h), the same bits as numpy_backend.adam_update.
+
+    False (nothing touched) where it does not run: another backend or dtype, XPNN_NATIVE=0, the library
+    missing, arrays that are not four C-contiguous arrays of one shape and dtype, or a NumPy scalar among the
+    hyperparameters (NumPy would then compute float32 arrays' update in float64; Python floats keep it in float32).
+    """
+    if not (isinstance(w, np.ndarray) and supports(w.dtype) and enabled()):
+        return False
+    if any(type(s) not in (float, int) for s in (alpha, one_minus_beta_1, one_minus_beta_2, epsilon)):
+        return False
+    for a in (w, g, m, v):
+        if not isinstance(a, np.ndarray) or a.shape != w.shape or a.dtype != w.dtype or not a.flags.c_contiguous:
+            return False
+    fn = getattr(_load(), f"adam_update_{_SUFFIX[w.dtype]}")
+    fn(
+        w.ctypes.data,
+        g.ctypes.data,
+        m.ctypes.data,
+        v.ctypes.data,
+        w.size,
+        alpha,
+        one_minus_beta_1,
+        one_minus_beta_2,
+        epsilon,
+    )
+    return True
