@@ -117,6 +117,8 @@ def matmul(a, b):
     if get_backend().name != "numpy":
         return a @ b
     out = xp.empty((m, n), dtype=xp.result_type(a, b))
+    if native.takes(a) and not b.flags.c_contiguous and m >= MIN_BLOCK:
+        b = xp.ascontiguousarray(b)  # e.g. Wᵀ of a Dense input gradient: a k·n copy lets the native GEMM take m·k·n
     if native.takes(a) and native.gemm(a[:0], b, out[:0]):  # native.c's AVX-512 GEMM takes these operands
         rows = max(12, GEMM_BLOCK_MACS // (k * n) // 12 * 12)  # whole 6- and 12-row register blocks
 
