@@ -32,9 +32,12 @@ from xpnn.types import Array
 CHUNK_BYTES = 9 << 18  # CPU: im2col rows per GEMM, small enough to stay in cache (2.25 MB)
 CHUNK_IMAGES = 16  # CPU: at most this many images per chunk, so small layers still feed every worker
 GPU_CHUNK_BYTES = 1 << 30  # CuPy: few, large GEMMs (each chunk costs ~8 kernel launches); bounds all its buffers
-# native.c: a worker thread only for every 8M multiply-adds (~0.3 ms); waking one costs ~0.15 ms, so the
-# reference net's second unit (2M) and its backward passes at batch 64 run faster on the calling thread alone
-PARALLEL_MACS = 8 << 20
+# native.c: a worker thread only for every 2M multiply-adds; waking one costs ~0.15 ms, so the reference net's
+# second unit (2M) at batch 64 runs on the calling thread alone. (It was 8M, tuned on the reference net's fast
+# kernel; LeNet-5's first unit, cin 1 and cout 6, does far fewer multiply-adds per ms: interleaved A/B of both
+# nets' two units forward + backward, busy machine: LeNet 8.36 -> 7.09 ms at batch 256, 2.17 -> 1.98 at 64;
+# reference 6.87 -> 5.98 at 256, 1.62 -> 1.62 at 64.)
+PARALLEL_MACS = 2 << 20
 # The NumPy backward of pools of at most this many cells runs dense GEMMs over every conv output (conv_chunks)
 # instead of gathering one input patch per window and channel: VGG-style 32-channel conv + 2x2 pool unit,
 # batch 64, backward 63.8 ms gathering (see docs/benchmarks.md)
