@@ -120,12 +120,15 @@ def matmul(a, b):
     if native.takes(a) and not b.flags.c_contiguous and m >= MIN_BLOCK:
         b = xp.ascontiguousarray(b)  # e.g. Wᵀ of a Dense input gradient: a k·n copy lets the native GEMM take m·k·n
     if native.takes(a) and native.gemm(a[:0], b, out[:0]):  # native.c's AVX-512 GEMM takes these operands
-        rows = max(12, GEMM_BLOCK_MACS // (k * n) // 12 * 12)  # whole 6- and 12-row register blocks
+        workers = cpu_workers() if m * k * n >= 2 * GEMM_BLOCK_MACS else 1
+        # whole 6- and 12-row register blocks, at most 4 per worker: each call costs ~10 µs of Python (43 blocks
+        # of 12 rows made the MLP's 512×784 · 784×512 product 30 % slower than one call)
+        rows = max(12, GEMM_BLOCK_MACS // (k * n) // 12 * 12, -(-m // (4 * workers * 12)) * 12)
 
         def run_native(start: int, stop: int, worker: int) -> None:
             native.gemm(a[start:stop], b, out[start:stop])
 
-        map_chunks(run_native, m, rows, cpu_workers() if m * k * n >= 2 * GEMM_BLOCK_MACS else 1, blas=False)
+        map_chunks(run_native, m, rows, workers, blas=False)
         return out
     if m * k * n < 2 * GEMM_BLOCK_MACS:
         with _blas().limit(limits=1):  # 6 µs; at 2 threads a 64×400 · 400×120 product took 92 ms here, busy
