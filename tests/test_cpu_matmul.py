@@ -39,3 +39,26 @@ def test_blocks_do_not_depend_on_the_number_of_workers(monkeypatch):
         monkeypatch.setenv("XPNN_CPU_THREADS", threads)
         results.append((cpu_threads.matmul(a, b), cpu_threads.matmul(b.T, a.T)))
     assert all(np.array_equal(x, y) for x, y in zip(*results))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(1, 1), (31, 33), (64, 512), (100, 7)])
+def test_transposed_weight_operand_is_copied_bit_exactly(shape, dtype, monkeypatch):
+    """b = Wᵀ (a Dense input gradient): the native blocked copy is numpy.ascontiguousarray's bits, and the
+    product through it matches the plain one."""
+    from xpnn.backends import native
+
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal(shape).astype(dtype)
+    copy = native.transposed_copy(w.T)
+    if native.built():
+        assert copy is not None and copy.flags.c_contiguous
+        np.testing.assert_array_equal(copy, np.ascontiguousarray(w.T))
+    assert native.transposed_copy(w) is None  # already C-contiguous: nothing to do
+    monkeypatch.setenv("XPNN_NATIVE", "0")
+    assert native.transposed_copy(w.T) is None
+    monkeypatch.setenv("XPNN_NATIVE", "1")
+    d = rng.standard_normal((80, shape[1])).astype(dtype)
+    want = d.astype(np.float64) @ w.T.astype(np.float64)
+    rtol = 1e-12 if dtype == "float64" else 1e-5
+    np.testing.assert_allclose(cpu_threads.matmul(d, w.T), want, rtol=rtol, atol=rtol * np.abs(want).max())

@@ -118,7 +118,9 @@ def matmul(a, b):
         return a @ b
     out = xp.empty((m, n), dtype=xp.result_type(a, b))
     if native.takes(a) and not b.flags.c_contiguous and m >= MIN_BLOCK:
-        b = xp.ascontiguousarray(b)  # e.g. Wᵀ of a Dense input gradient: a k·n copy lets the native GEMM take m·k·n
+        # e.g. Wᵀ of a Dense input gradient: a k·n copy lets the native GEMM take m·k·n (blocked: native_transpose.h)
+        copy = native.transposed_copy(b)
+        b = xp.ascontiguousarray(b) if copy is None else copy
     if native.takes(a) and native.gemm(a[:0], b, out[:0]):  # native.c's AVX-512 GEMM takes these operands
         workers = cpu_workers() if m * k * n >= 2 * GEMM_BLOCK_MACS else 1
         # whole 6- and 12-row register blocks, at most 4 per worker: each call costs ~10 µs of Python (43 blocks

@@ -11,7 +11,7 @@
  * The kernels themselves are in native_kernels.h, included once for float32 and once for float64; the
  * pooling layers' kernels (max and average, any window, stride and padding) in native_pool.h, likewise, and
  * the chunked convolution's col2im in native_conv.h; a float32 AVX-512 GEMM in native_gemm.h; Adam's update in
- * one pass in native_optim.h.
+ * one pass in native_optim.h; a blocked transpose in native_transpose.h.
  * Layouts are TensorFlow's: images (n, h, w, cin), kernels (fh, fw, cin, cout), pooled (n, out_h, out_w, cout).
  * Sums run in the order (kernel row, kernel column, input channel), each with one multiply-add.
  */
@@ -65,6 +65,7 @@ static int64_t *window_cells(const Geometry *g)
 #include "native_pool.h"
 #include "native_conv.h"
 #include "native_optim.h"
+#include "native_transpose.h"
 #include "native_kernels.h"
 
 #define T double
@@ -73,6 +74,7 @@ static int64_t *window_cells(const Geometry *g)
 #include "native_pool.h"
 #include "native_conv.h"
 #include "native_optim.h"
+#include "native_transpose.h"
 #include "native_kernels.h"
 
 /* The float32 forward's AVX-512 path: GCC or Clang on x86-64, chosen per call when the CPU has AVX-512F and

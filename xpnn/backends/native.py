@@ -61,6 +61,8 @@ def _load() -> ctypes.CDLL | None:
             scalar = ctypes.c_float if suffix == "f32" else ctypes.c_double
             adam = getattr(lib, f"adam_update_{suffix}")
             adam.argtypes, adam.restype = [*[pointer] * 4, ctypes.c_int64, *[scalar] * 4], None
+            transpose = getattr(lib, f"transpose_{suffix}")
+            transpose.argtypes, transpose.restype = [pointer, ctypes.c_int64, ctypes.c_int64, pointer], None
             lib.gemm_f32.argtypes = [pointer, *[ctypes.c_int64] * 2, pointer, pointer, *[ctypes.c_int64] * 3]
             lib.gemm_f32.restype = ctypes.c_int
             pool = ctypes.POINTER(PoolGeometry)
@@ -327,3 +329,18 @@ def adam_update(w, g, m, v, alpha: float, one_minus_beta_1: float, one_minus_bet
         epsilon,
     )
     return True
+
+
+# ---- layout (native_transpose.h) ---------------------------------------------------------------------------------
+def transposed_copy(a: np.ndarray) -> np.ndarray | None:
+    """A C-contiguous copy of the 2-D view `a` whose transpose `a.T` is C-contiguous (e.g. Wᵀ of a weight W), in
+    cache-blocked tiles: numpy.ascontiguousarray(a)'s bits, several times faster. None where it does not run
+    (another backend or dtype, a view of another layout, the kernels off or missing)."""
+    if not (isinstance(a, np.ndarray) and a.ndim == 2 and supports(a.dtype) and a.T.flags.c_contiguous):
+        return None
+    if not enabled():
+        return None
+    out = np.empty(a.shape, dtype=a.dtype)
+    src = a.T  # C-contiguous (cols, rows) of the caller's view
+    getattr(_load(), f"transpose_{_SUFFIX[a.dtype]}")(src.ctypes.data, src.shape[0], src.shape[1], out.ctypes.data)
+    return out
