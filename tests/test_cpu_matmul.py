@@ -63,3 +63,14 @@ def test_transposed_weight_operand_is_copied_bit_exactly(shape, dtype, monkeypat
     want = d.astype(np.float64) @ w.T.astype(np.float64)
     rtol = 1e-12 if dtype == "float64" else 1e-5
     np.testing.assert_allclose(cpu_threads.matmul(d, w.T), want, rtol=rtol, atol=rtol * np.abs(want).max())
+
+
+@pytest.mark.parametrize("m", [64, 80, 512])
+def test_product_with_a_transposed_weight_has_the_contiguous_products_bits(m):
+    """Few rows take (bᵀ·aᵀ)ᵀ, many take a copy of b; either way each output is the same in-order sum."""
+    rng = np.random.default_rng(2)
+    d, w = rng.standard_normal((m, 512)).astype(np.float32), rng.standard_normal((512, 512)).astype(np.float32)
+    got = cpu_threads.matmul(d, w.T)
+    np.testing.assert_array_equal(got, cpu_threads.matmul(d, np.ascontiguousarray(w.T)))
+    want = d.astype(np.float64) @ w.T.astype(np.float64)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())

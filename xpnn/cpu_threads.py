@@ -119,6 +119,8 @@ def matmul(a, b):
     out = xp.empty((m, n), dtype=xp.result_type(a, b))
     if native.takes(a) and not b.flags.c_contiguous and m >= MIN_BLOCK:
         # e.g. Wᵀ of a Dense input gradient: a k·n copy lets the native GEMM take m·k·n (blocked: native_transpose.h)
+        if m % 16 == 0 and b.T.flags.c_contiguous and m * (k + n) < k * n:
+            return _transposed_product(a, b)
         copy = native.transposed_copy(b)
         b = xp.ascontiguousarray(b) if copy is None else copy
     if native.takes(a) and native.gemm(a[:0], b, out[:0]):  # native.c's AVX-512 GEMM takes these operands
@@ -150,3 +152,16 @@ def matmul(a, b):
 
         map_chunks(run_block, n, cols, cpu_workers())
     return out
+
+
+def _transposed_product(a, b):
+    """a @ b as (bᵀ @ aᵀ)ᵀ for a transposed view b (bᵀ C-contiguous) and few rows in a: copies m·(k + n) values
+    instead of b's k·n (the MLP's batch-64 input gradient: 64·1024 instead of 512·512). Each output is the native
+    GEMM's in-order sum over k either way, a multiply-add per term, so the bits are a @ b's."""
+    from xpnn.backends import get_backend, native
+
+    xp = get_backend().xp
+    a_t = native.transposed_copy(a.T)
+    out_t = matmul(b.T, xp.ascontiguousarray(a.T) if a_t is None else a_t)
+    out = native.transposed_copy(out_t.T)
+    return xp.ascontiguousarray(out_t.T) if out is None else out
