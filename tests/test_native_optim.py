@@ -23,12 +23,14 @@ def _state(size: int, dtype, seed: int = 0) -> list[np.ndarray]:
     return [w, g, m, v]
 
 
-def _steps(state: list[np.ndarray], flag: str, monkeypatch) -> list[np.ndarray]:
-    monkeypatch.setenv("XPNN_NATIVE", flag)
+def _steps(state: list[np.ndarray], native_pass: bool) -> list[np.ndarray]:
     state = [a.copy() for a in state]
     for t in range(1, 4):
         alpha = 0.009 * float(np.sqrt(1 - 0.999**t)) / (1 - 0.9**t)  # a Python float, as Adam's
-        numpy_backend.adam_update(*state, alpha, 0.1, 0.001, 1e-8)
+        if native_pass:
+            assert native.adam_update(*state, alpha, 0.1, 0.001, 1e-8)
+        else:
+            numpy_backend.adam_update(*state, alpha, 0.1, 0.001, 1e-8)
         state[1] = state[1][::-1].copy()  # a new gradient each step
     return state
 
@@ -37,8 +39,9 @@ def _steps(state: list[np.ndarray], flag: str, monkeypatch) -> list[np.ndarray]:
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("size", [1, 15, 16, 17, 1000, 100_003])
 def test_native_adam_matches_its_twin_bit_for_bit(dtype, size, monkeypatch):
+    monkeypatch.setenv("XPNN_NATIVE", "1")
     start = _state(size, dtype)
-    twin, fast = _steps(start, "0", monkeypatch), _steps(start, "1", monkeypatch)
+    twin, fast = _steps(start, False), _steps(start, True)
     for name, a, b in zip("wgmv", twin, fast):
         assert a.dtype == b.dtype == dtype
         np.testing.assert_array_equal(b, a, err_msg=f"{name} differs from the NumPy twin")
@@ -59,7 +62,11 @@ def test_native_adam_declines_what_it_cannot_take(monkeypatch):
 
 @needs_native
 def test_adam_optimizer_takes_the_native_path_with_twin_bits(monkeypatch):
-    """A model's Adam steps give the same weights with the kernels on and off."""
+    """A model's Adam steps (large enough to be split over the workers) give the same weights with the kernels
+    on and off."""
+    from xpnn import optimizers
+
+    monkeypatch.setattr(optimizers, "PARALLEL_VALUES", 100)
     xpnn.set_backend("numpy")
     results = []
     for flag in ("0", "1"):

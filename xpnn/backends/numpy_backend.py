@@ -125,12 +125,8 @@ def adam_update(
 ) -> None:
     """In place, TensorFlow's ApplyAdam: m += (g-m)(1-b1); v += (g²-v)(1-b2); w -= m·alpha/(√v+eps).
 
-    One native pass where native.c is built (native_optim.h, the same bits); the NumPy lines below are its twin.
+    The twin of native.adam_update (native_optim.h, one pass, the same bits), which Adam calls first.
     """
-    from xpnn.backends import native
-
-    if native.adam_update(w, g, m, v, alpha, one_minus_beta_1, one_minus_beta_2, epsilon):
-        return
     tmp = g - m
     tmp *= one_minus_beta_1
     m += tmp
