@@ -62,11 +62,7 @@ def test_native_adam_declines_what_it_cannot_take(monkeypatch):
 
 @needs_native
 def test_adam_optimizer_takes_the_native_path_with_twin_bits(monkeypatch):
-    """A model's Adam steps (large enough to be split over the workers) give the same weights with the kernels
-    on and off."""
-    from xpnn import optimizers
-
-    monkeypatch.setattr(optimizers, "PARALLEL_VALUES", 100)
+    """A model's Adam steps give the same weights with the kernels on and off."""
     xpnn.set_backend("numpy")
     results = []
     for flag in ("0", "1"):

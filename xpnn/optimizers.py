@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 
 from xpnn.backends import get_backend, native
-from xpnn.cpu_threads import cpu_workers, map_chunks
 from xpnn.registry import lookup
 from xpnn.schedules import LearningRateSchedule, schedule_config, schedule_from_config
 from xpnn.types import Array
@@ -404,33 +403,6 @@ def _native_first(native_update: Callable[..., bool], kernel: Callable[..., None
     return update
 
 
-# An update of at least this many values is split over the CPU workers (~0.1 ms of one core's pass)
-PARALLEL_VALUES = 1 << 17
-
-
-def _elementwise(update: Callable[..., None], w: Array, g: Array, *slots_and_scalars: Any) -> None:
-    """update(w, g, *slots, *scalars) in place, on the NumPy backend split into slices over the CPU workers.
-
-    Every value's update reads only its own w, g and slot values, so the split never changes a bit. The MLP's
-    512×512 kernel: one worker's native pass takes 0.27 ms at batch 64 (docs/benchmarks.md).
-    """
-    slots = [a for a in slots_and_scalars if hasattr(a, "shape")]
-    scalars = slots_and_scalars[len(slots) :]
-    workers = cpu_workers()
-    if get_backend().name != "numpy" or w.size < PARALLEL_VALUES or workers < 2:
-        update(w, g, *slots, *scalars)
-        return
-    if not all(a.flags.c_contiguous for a in (w, *slots)):
-        update(w, g, *slots, *scalars)
-        return
-    flat = [a.reshape(-1) for a in (w, g, *slots)]  # views of w and the slots; g may be a copy
-
-    def run(start: int, stop: int, worker: int) -> None:
-        update(*(a[start:stop] for a in flat), *scalars)
-
-    map_chunks(run, w.size, -(-w.size // workers), workers, blas=False)
-
-
 class Adam(Optimizer):
     """Adam(learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-8, amsgrad=False): keras.optimizers.Adam.
 
@@ -477,7 +449,7 @@ class Adam(Optimizer):
         if not self.amsgrad:
             update = _native_first(native.adam_update, get_backend().kernels.adam_update)
             for w, g, m, v in zip(params, grads, self.m, self.v):
-                _elementwise(update, w, g, m, v, alpha, 1.0 - self.beta_1, 1.0 - self.beta_2, self.epsilon)
+                update(w, g, m, v, alpha, 1.0 - self.beta_1, 1.0 - self.beta_2, self.epsilon)
             return
         xp = get_backend().xp
         for w, g, m, v, v_hat in zip(params, grads, self.m, self.v, self.slots["v_hat"]):
