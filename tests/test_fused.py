@@ -186,3 +186,15 @@ def test_every_chunk_runs_once_whichever_worker_takes_it():
     map_chunks(run_chunk, 103, 10, workers=3)
     assert sorted((a, b) for a, b, _ in seen) == [(s, min(103, s + 10)) for s in range(0, 103, 10)]
     assert {w for _, _, w in seen} <= {0, 1, 2}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_dense_relu_pairs_run_as_one_unit_with_the_layers_bits(backend, dtype):
+    """Dense → ReLU in place: the same logits and gradients, bit for bit, as the layers one by one."""
+    model = Sequential([Dense(40), ReLU(), Dense(24, use_bias=False), ReLU(), Dense(3)], dtype=dtype)
+    model.build((17,), seed=0)
+    assert [type(u).__name__ for u in plan(model.layers)] == ["DenseRelu", "DenseRelu", "Single"]
+    rng = np.random.default_rng(5)
+    fast, slow = both_paths(model, rng.standard_normal((33, 17)), rng.integers(0, 3, 33))
+    assert_same(fast, slow, 0.0)
+    assert not any(type(u).__name__ == "DenseRelu" for u in plan([Dense(4, activation="relu"), ReLU()]))

@@ -24,6 +24,7 @@ from xpnn.layers import conv_chunks
 from xpnn.layers.activations import ReLU
 from xpnn.layers.base import Layer
 from xpnn.layers.conv import Conv2D, conv2d_input_grad
+from xpnn.layers.dense import Dense
 from xpnn.layers.padding import output_size, pads_2d
 from xpnn.layers.pool import MaxPool2D
 from xpnn.layers.windows import window_view
@@ -426,6 +427,30 @@ class ConvRelu:
         return dx, [grads, {}]
 
 
+class DenseRelu:
+    """Dense → ReLU as one unit: the ReLU runs in place on the Dense output (one array and one pass fewer), and
+    its gradient on the way back, as the two layers compute them (the same bits)."""
+
+    def __init__(self, dense: Dense, relu: ReLU) -> None:
+        self.layers = (dense, relu)
+
+    @staticmethod
+    def applies(dense: Layer, relu: Layer) -> bool:
+        """A plain Dense without its own activation (subclasses keep their own passes) and a ReLU."""
+        return type(dense) is Dense and type(relu) is ReLU and dense.activation.is_linear
+
+    def forward(self, x: Array, training: bool = False):
+        out, cache = self.layers[0].forward(x)
+        get_backend().xp.maximum(out, 0.0, out=out)  # the Dense output is this unit's own array
+        return out, (cache, out)
+
+    def backward(self, dout: Array, cache, need_dx: bool = True):
+        dense_cache, out = cache
+        d, _ = self.layers[1].backward(dout, out)
+        dx, grads = self.layers[0].backward(d, dense_cache, need_dx)
+        return dx, [grads, {}]
+
+
 def uses_native(x: Array) -> bool:
     """Whether the fused unit runs native.c on `x`: the NumPy backend, float32/64, and the kernels enabled."""
     return native.takes(x)
@@ -433,7 +458,7 @@ def uses_native(x: Array) -> bool:
 
 def plan(layers: list[Layer], fuse: bool = True) -> list:
     """The units that run `layers` in order: fused Conv2D → ReLU → MaxPool2D triples where they apply, then
-    Conv2D → ReLU pairs (CPU)."""
+    Conv2D → ReLU pairs (CPU) and Dense → ReLU pairs."""
     units, i = [], 0
     while i < len(layers):
         if fuse and i + 2 < len(layers) and ConvReluPool.applies(*layers[i : i + 3]):
@@ -441,6 +466,9 @@ def plan(layers: list[Layer], fuse: bool = True) -> list:
             i += 3
         elif fuse and i + 1 < len(layers) and ConvRelu.applies(*layers[i : i + 2]):
             units.append(ConvRelu(*layers[i : i + 2]))
+            i += 2
+        elif fuse and i + 1 < len(layers) and DenseRelu.applies(*layers[i : i + 2]):
+            units.append(DenseRelu(*layers[i : i + 2]))
             i += 2
         else:
             units.append(Single(layers[i]))
