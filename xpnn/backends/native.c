@@ -77,6 +77,7 @@ static int64_t *window_cells(const Geometry *g)
 #if defined(__GNUC__) && defined(__x86_64__)
 #include "native_avx512.h"
 #include "native_gemm.h"
+#include "native_igemm.h"
 int xpnn_avx512 = 1;
 #else
 int xpnn_avx512 = 0;
@@ -87,6 +88,18 @@ static int gemm_avx512(const float *a, int64_t a_row, int64_t a_col, const float
     return -1;
 }
 static int avx512_takes(const Geometry *g) { (void)g; return 0; }
+struct ConvGeometry;
+static int conv_forward_avx512(const float *x, const struct ConvGeometry *g, const float *w, const float *bias,
+                               int relu, float *out)
+{
+    (void)x, (void)g, (void)w, (void)bias, (void)relu, (void)out;
+    return -1;
+}
+static int conv_weight_grad_avx512(const float *x, const struct ConvGeometry *g, const float *grad, float *dwt)
+{
+    (void)x, (void)g, (void)grad, (void)dwt;
+    return -1;
+}
 static int forward_f32_avx512(const float *x, const float *w, const Geometry *g, float *p, int64_t *a)
 {
     (void)x, (void)w, (void)g, (void)p, (void)a;
@@ -116,6 +129,20 @@ int conv_relu_pool_forward_f64(const double *x, const double *w_lanes, const Geo
 int gemm_f32(const float *a, int64_t a_row, int64_t a_col, const float *b, float *c, int64_t m, int64_t k, int64_t n)
 {
     return xpnn_avx512 ? gemm_avx512(a, a_row, a_col, b, c, m, k, n) : -1;
+}
+
+/* The chunked conv without the im2col copy (native_igemm.h), float32: out (m, out_h, out_w, cout) = conv(x, w)
+ * (+ bias, NULL for none) (then max(·, 0) when relu), x the padded chunk (m, hp, wp, cin), w (fh·fw·cin, cout);
+ * and dwt (cout, fh·fw·cin) = Σ over the chunk's pixels of grad · columns. Each returns 0, or -1 where it does
+ * not run (no AVX-512F, xpnn_avx512 = 0, cout or fw·cin not a multiple of 16): the caller then copies columns. */
+int conv_gemm_f32(const float *x, const struct ConvGeometry *g, const float *w, const float *bias, int relu, float *out)
+{
+    return xpnn_avx512 ? conv_forward_avx512(x, g, w, bias, relu, out) : -1;
+}
+
+int conv_weight_grad_f32(const float *x, const struct ConvGeometry *g, const float *grad, float *dwt)
+{
+    return xpnn_avx512 ? conv_weight_grad_avx512(x, g, grad, dwt) : -1;
 }
 
 /* setuptools builds every extension with an init function to export. The library is loaded with ctypes, not

@@ -27,6 +27,13 @@ class Geometry(ctypes.Structure):
     _fields_ = [(name, ctypes.c_int64) for name in _FIELDS]
 
 
+class ConvGeometry(ctypes.Structure):
+    """native_igemm.h's ConvGeometry: the padded chunk (m, hp, wp, cin), kernel, strides, output size, cout."""
+
+    _fields_ = [(name, ctypes.c_int64) for name in ("m", "hp", "wp", "cin", "fh", "fw", "sh", "sw")]
+    _fields_ += [(name, ctypes.c_int64) for name in ("out_h", "out_w", "cout")]
+
+
 class PoolGeometry(ctypes.Structure):
     """native.c's PoolGeometry: NHWC input, TF padding (top, left), window, strides and output size, as int64."""
 
@@ -60,6 +67,11 @@ def _load() -> ctypes.CDLL | None:
             backward.restype = ctypes.c_int
             lib.gemm_f32.argtypes = [pointer, *[ctypes.c_int64] * 2, pointer, pointer, *[ctypes.c_int64] * 3]
             lib.gemm_f32.restype = ctypes.c_int
+            conv = ctypes.POINTER(ConvGeometry)
+            lib.conv_gemm_f32.argtypes = [pointer, conv, pointer, pointer, ctypes.c_int, pointer]
+            lib.conv_gemm_f32.restype = ctypes.c_int
+            lib.conv_weight_grad_f32.argtypes = [pointer, conv, pointer, pointer]
+            lib.conv_weight_grad_f32.restype = ctypes.c_int
             pool = ctypes.POINTER(PoolGeometry)
             for name, args in (
                 ("max_pool_forward", [pointer, pool, pointer, pointer]),
@@ -294,3 +306,64 @@ def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
     return (
         lib.gemm_f32(a.ctypes.data, a.strides[0] // 4, a.strides[1] // 4, b.ctypes.data, out.ctypes.data, m, k, n) == 0
     )
+
+
+# ---- float32 convolution without the im2col copy (native_igemm.h) ------------------------------------------------
+def _conv_geometry(x_pad: np.ndarray, k_hw, strides, out_hw, cout: int) -> ConvGeometry | None:
+    """The ConvGeometry of a conv on the padded chunk x_pad, or None where the kernels do not take it (not a
+    C-contiguous float32 NHWC array, or windows that would reach past it)."""
+    f32 = np.dtype(np.float32)
+    if x_pad.dtype != f32 or x_pad.ndim != 4 or not x_pad.flags.c_contiguous:
+        return None
+    (m, hp, wp, cin), (fh, fw), (sh, sw), (oh, ow) = x_pad.shape, k_hw, strides, out_hw
+    if min(fh, fw, sh, sw, oh, ow, m, cin) < 1 or (oh - 1) * sh + fh > hp or (ow - 1) * sw + fw > wp:
+        return None
+    return ConvGeometry(m, hp, wp, cin, fh, fw, sh, sw, oh, ow, cout)
+
+
+def conv_gemm(
+    x_pad: np.ndarray, w: np.ndarray, b: np.ndarray | None, strides, out_hw, relu: bool, out: np.ndarray
+) -> bool:
+    """out (m, out_h, out_w, cout) = the im2col columns of x_pad (m, hp, wp, cin) · w (fh, fw, cin, cout), + b,
+    then max(·, 0) with `relu`, read from x_pad in place; True where it ran, False (out untouched) where not.
+
+    It runs for float32 with cout a multiple of 16 on a CPU with AVX-512F and the switch on, and gives the bits
+    of `gemm` on the copied columns, then `out += b` and `maximum(out, 0.0)` (native_igemm.h).
+    """
+    lib, cout, f32 = _load(), w.shape[-1], np.dtype(np.float32)
+    if lib is None or w.ndim != 4 or cout % 16 or w.shape[2] != x_pad.shape[-1]:
+        return False
+    if w.dtype != f32 or (b is not None and b.dtype != f32) or out.dtype != f32:
+        return False
+    g = _conv_geometry(x_pad, w.shape[:2], strides, out_hw, cout)
+    if g is None:
+        return False
+    code = lib.conv_gemm_f32(
+        x_pad.ctypes.data,
+        ctypes.byref(g),
+        _address(w, (g.fh, g.fw, g.cin, cout), f32, "w"),
+        None if b is None else _address(b, (cout,), f32, "b"),
+        int(relu),
+        _address(out, (g.m, g.out_h, g.out_w, cout), f32, "out"),
+    )
+    return code == 0
+
+
+def conv_weight_grad(x_pad: np.ndarray, k_hw, strides, out_hw, grad: np.ndarray, dwt: np.ndarray) -> bool:
+    """dwt (cout, fh·fw·cin) = gradᵀ · the im2col columns of x_pad, grad (m·out_h·out_w, cout), each value one
+    in-order sum over the pixels (the bits of `gemm(grad.T, cols, dwt)`); True where it ran, False (dwt
+    untouched) where not: float32, fw·cin a multiple of 16, AVX-512F and the switch on."""
+    lib, f32 = _load(), np.dtype(np.float32)
+    if lib is None or grad.ndim != 2 or (k_hw[1] * x_pad.shape[-1]) % 16 or grad.dtype != f32 or dwt.dtype != f32:
+        return False
+    cout = grad.shape[1]
+    g = _conv_geometry(x_pad, k_hw, strides, out_hw, cout)
+    if g is None:
+        return False
+    code = lib.conv_weight_grad_f32(
+        x_pad.ctypes.data,
+        ctypes.byref(g),
+        _address(grad, (g.m * g.out_h * g.out_w, cout), f32, "grad"),
+        _address(dwt, (cout, g.fh * g.fw * g.cin), f32, "dwt"),
+    )
+    return code == 0

@@ -26,6 +26,7 @@ from xpnn.types import Array
 
 CHUNK_BYTES = 1 << 21  # columns per chunk: 2 MiB, inside one core's L2 on the machines of docs/benchmarks.md
 CHUNK_IMAGES = 16  # at most this many images per chunk, so small layers still feed every worker
+IMPLICIT_GEMM = True  # float32 on AVX-512: native_igemm.h reads the padded chunk in place (False: copy columns)
 
 
 @dataclass(frozen=True)
@@ -115,9 +116,14 @@ def conv2d_forward_chunked(
     chunk, bufs = chunk_images(n, out_hw, fh * fw * cin, x.dtype.itemsize), _Buffers(owner)
     out = xp.empty((n, *out_hw, cout), dtype=x.dtype)
     rows = out.reshape(n, -1, cout)
+    implicit = IMPLICIT_GEMM and native.takes(x)
+    if implicit:
+        w, b = xp.ascontiguousarray(w), None if b is None else xp.ascontiguousarray(b)
 
     def run_chunk(start: int, stop: int, worker: int) -> None:
         x_pad = _padded(bufs, x, start, stop, pads, f"pad{worker}")
+        if implicit and native.conv_gemm(x_pad, w, b, strides, out_hw, relu, out[start:stop]):
+            return  # the GEMM, + b and the ReLU below, on the padded chunk in place: the same bits
         cols = _columns(bufs, x_pad, (fh, fw), strides, out_hw, f"cols{worker}")
         dst = rows[start:stop].reshape(-1, cout)
         _matmul(cols, w2, dst)
@@ -155,17 +161,21 @@ def conv2d_backward_chunked(
     # AlexNet-style 5x5 conv's backward: 20.4 ms against 5.3 for its forward)
     partial_dw = xp.empty((-(-n // chunk), cout, k), dtype=dout.dtype)
     dx = xp.empty(x.shape, dtype=dout.dtype) if need_dx else None
+    implicit = IMPLICIT_GEMM and native.takes(x)
 
     def run_chunk(start: int, stop: int, worker: int) -> None:
         x_pad = _padded(bufs, x, start, stop, cache.pads, f"pad{worker}")
-        cols = _columns(bufs, x_pad, (fh, fw), strides, (oh, ow), f"cols{worker}")
         if relu_out is not None:  # the ReLU's gradient, kernels.relu_grad's formula
             xp.multiply(dout_rows[start:stop], out_rows[start:stop] > 0, out=d_rows[start:stop])
         g = d_rows[start:stop].reshape(-1, cout)
-        _matmul(g.T, cols, partial_dw[start // chunk])
+        part = partial_dw[start // chunk]
+        if implicit and native.conv_weight_grad(x_pad, (fh, fw), strides, (oh, ow), g, part):
+            dcols = bufs.get(f"cols{worker}", (g.shape[0], k), dout.dtype) if dx is not None else None
+        else:  # the columns, then gᵀ · cols; dx reuses their buffer
+            dcols = _columns(bufs, x_pad, (fh, fw), strides, (oh, ow), f"cols{worker}")
+            _matmul(g.T, dcols, part)
         if dx is None:
             return
-        dcols = cols  # reuses the columns' buffer
         _matmul(g, w2t, dcols)
         _add_windows(bufs, dcols, dx, start, stop, w.shape, cache.pads, strides, (oh, ow), worker)
 

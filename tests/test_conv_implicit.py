@@ -1,0 +1,116 @@
+"""native_igemm.h's implicit-GEMM conv (no im2col copy) against conv_chunks' im2col + GEMM path, bit for bit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import xpnn
+from xpnn import Conv2D, Sequential
+from xpnn.backends import native
+from xpnn.layers import conv_chunks
+
+pytestmark = pytest.mark.skipif(not native.built(), reason="native kernels not built")
+
+
+@pytest.fixture(autouse=True)
+def numpy_backend():
+    return xpnn.set_backend("numpy")
+
+
+def _avx512() -> bool:
+    """Whether the AVX-512 GEMM runs here (else both paths copy columns and the comparison is trivial)."""
+    a, b = np.ones((1, 1), np.float32), np.ones((1, 16), np.float32)
+    return native.gemm(a, b, np.empty((1, 16), np.float32))
+
+
+GEOMETRIES = [
+    # input (h, w, cin), filters, kernel, strides, padding
+    ((13, 11, 3), 16, 3, 1, "same"),
+    ((12, 12, 1), 32, 5, 2, "same"),
+    ((17, 15, 5), 48, 3, 3, "valid"),
+    ((9, 9, 32), 64, 3, 1, "same"),
+    ((10, 7, 32), 32, (3, 2), (2, 1), "same"),
+    ((11, 11, 3), 10, 3, 1, "valid"),  # cout not a multiple of 16: both copy columns
+    ((7, 9, 16), 16, (2, 3), (1, 2), "valid"),
+    ((15, 15, 32), 48, 5, 2, "same"),  # fw·cin a multiple of 16: the weight gradient runs in place too
+    ((8, 8, 4), 64, 4, 1, "same"),  # fw·cin = 16
+    ((5, 29, 3), 16, 1, 1, "valid"),  # a row of 29 pixels: blocks of 10 and 9 (16 channels)
+]
+
+
+def _bits(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a).view(np.uint32)
+
+
+def _layer(shape, filters, kernel, strides, padding, use_bias=True, seed=0) -> Conv2D:
+    conv = Conv2D(filters, kernel, strides=strides, padding=padding, use_bias=use_bias)
+    Sequential([conv], dtype="float32").build(shape, seed=seed)
+    if use_bias:
+        conv.params["b"][...] = np.random.default_rng(seed).standard_normal(filters)
+    return conv
+
+
+def _run(conv, x, relu, implicit, monkeypatch):
+    monkeypatch.setattr(conv_chunks, "IMPLICIT_GEMM", implicit)
+    w, b = conv.params["w"], conv.params.get("b")
+    out, cache = conv_chunks.conv2d_forward_chunked(conv, x, w, b, conv.strides, conv.padding, relu=relu)
+    dout = np.cos(np.arange(out.size, dtype=np.float32)).reshape(out.shape)
+    dx, grads = conv_chunks.conv2d_backward_chunked(conv, dout, cache, relu_out=out if relu else None)
+    return out, dx, grads
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("use_bias", [True, False])
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_implicit_conv_gives_the_im2col_bits(geometry, use_bias, relu, monkeypatch):
+    monkeypatch.setattr(conv_chunks, "CHUNK_BYTES", 1 << 13)  # several chunks per batch
+    shape, filters, kernel, strides, padding = geometry
+    conv = _layer(shape, filters, kernel, strides, padding, use_bias)
+    x = np.random.default_rng(1).standard_normal((5, *shape)).astype(np.float32)
+    got = _run(conv, x, relu, True, monkeypatch)
+    want = _run(conv, x, relu, False, monkeypatch)
+    for a, b in zip(got[:2], want[:2]):
+        np.testing.assert_array_equal(_bits(a), _bits(b))
+    assert set(got[2]) == set(want[2])
+    for key in got[2]:
+        np.testing.assert_array_equal(_bits(got[2][key]), _bits(want[2][key]))
+
+
+def test_the_kernels_run_where_they_should():
+    """conv_gemm takes cout 16k float32 on AVX-512, conv_weight_grad fw·cin 16k; both refuse the rest."""
+    x = np.zeros((2, 6, 6, 3), np.float32)
+    out = np.full((2, 4, 4, 16), np.nan, np.float32)
+    ran = native.conv_gemm(x, np.ones((3, 3, 3, 16), np.float32), None, (1, 1), (4, 4), False, out)
+    assert ran == _avx512() and (not ran or (out == 0).all())
+    assert not native.conv_gemm(x, np.ones((3, 3, 3, 10), np.float32), None, (1, 1), (4, 4), False, out[..., :10])
+    assert not native.conv_gemm(x.astype(np.float64), np.ones((3, 3, 3, 16)), None, (1, 1), (4, 4), False, out)
+    assert not native.conv_gemm(x, np.ones((3, 3, 3, 16), np.float32), None, (1, 1), (5, 4), False, out)
+    dwt = np.empty((16, 27), np.float32)
+    assert not native.conv_weight_grad(x, (3, 3), (1, 1), (4, 4), np.ones((32, 16), np.float32), dwt)
+
+
+@pytest.mark.skipif(not _avx512(), reason="no AVX-512F: the implicit kernels do not run")
+def test_a_nan_survives_the_relu_epilogue(monkeypatch):
+    """max(0, y) keeps a NaN as numpy.maximum(y, 0.0) does."""
+    conv = _layer((6, 6, 3), 16, 3, 1, "same")
+    x = np.random.default_rng(2).standard_normal((2, 6, 6, 3)).astype(np.float32)
+    x[1, 2, 3, 1] = np.nan
+    got, want = (_run(conv, x, True, implicit, monkeypatch)[0] for implicit in (True, False))
+    assert np.isnan(got).any()
+    np.testing.assert_array_equal(_bits(got), _bits(want))
+
+
+@pytest.mark.parametrize("geometry", [GEOMETRIES[0], GEOMETRIES[4], GEOMETRIES[7]])
+def test_threads_1_and_2_give_the_same_bits(geometry, monkeypatch):
+    monkeypatch.setattr(conv_chunks, "CHUNK_BYTES", 1 << 13)
+    shape, filters, kernel, strides, padding = geometry
+    conv = _layer(shape, filters, kernel, strides, padding)
+    x = np.random.default_rng(3).standard_normal((9, *shape)).astype(np.float32)
+    results = []
+    for threads in ("1", "2"):
+        monkeypatch.setenv("XPNN_CPU_THREADS", threads)
+        results.append(_run(conv, x, True, True, monkeypatch))
+    (out1, dx1, g1), (out2, dx2, g2) = results
+    assert np.array_equal(out1, out2) and np.array_equal(dx1, dx2)
+    assert all(np.array_equal(_bits(g1[k]), _bits(g2[k])) for k in g1)

@@ -1,0 +1,200 @@
+/* float32 convolution on AVX-512 without the im2col copy (implicit GEMM), for xpnn/layers/conv_chunks.py;
+ * included by native.c after native_gemm.h, whose register blocks these follow.
+ *
+ * The chunked conv multiplies the im2col columns of a padded chunk, cols (m·out_h·out_w, fh·fw·cin), by the
+ * kernel w (fh·fw·cin, cout). Column t = (i·fw + j)·cin + c of output pixel p is the padded input at p's window
+ * corner + i·wp·cin + j·cin + c, so for each kernel row i the fw·cin values of a window row are one contiguous
+ * run of the NHWC input, and the pixels of one output row are stride·cin floats apart. These kernels read that
+ * run in place, in the GEMM's order t = 0, 1, ... with the same fused multiply-adds from +0: every value is
+ * the bits native_gemm.h gives on the copied columns (tests/test_conv_chunks.py checks it).
+ *
+ * conv_forward: out (m, out_h, out_w, cout) = cols · w (+ bias, then max(·, 0) with `relu`), the epilogue in
+ * registers before the store, as the NumPy path's `out += b` and `maximum(out, 0.0)` round (one add, then a
+ * max that keeps NaN). Register blocks of R pixels of one output row × V 16-lane vectors of cout; a row of
+ * out_w pixels is split into ceil(out_w / R_max) blocks of near-equal size, so short rows keep wide blocks.
+ *
+ * conv_weight_grad: dwt (cout, fh·fw·cin) = gᵀ · cols, g (m·out_h·out_w, cout) the output gradient, each value
+ * one sum over the chunk's pixels in order (the transposed product native_gemm.h runs on the columns). Needs
+ * fw·cin a multiple of 16, so no 16-lane vector of a column row straddles two kernel rows.
+ *
+ * Measured on the AMD EPYC (Zen 5) VM of docs/benchmarks.md: see the commit that added this file. */
+
+struct ConvGeometry {
+    int64_t m, hp, wp, cin; /* the padded chunk */
+    int64_t fh, fw, sh, sw; /* kernel and strides */
+    int64_t out_h, out_w, cout;
+};
+
+/* R pixels, the first at x (its window's corner), the next `step` floats on; c = R rows of ldc floats. */
+#define IGEMM_BLOCK(R, V)                                                                                    \
+    __attribute__((target("avx512f"))) static void igemm_block_##R##_##V(                                     \
+        const float *x, int64_t step, int64_t row, int64_t run, int64_t fh, const float *w, int64_t ldw,       \
+        const float *bias, int relu, float *c, int64_t ldc)                                                   \
+    {                                                                                                         \
+        __m512 acc[R][V];                                                                                     \
+        for (int r = 0; r < R; r++)                                                                           \
+            for (int v = 0; v < V; v++)                                                                       \
+                acc[r][v] = _mm512_setzero_ps();                                                              \
+        for (int64_t i = 0; i < fh; i++) {                                                                    \
+            const float *xi = x + i * row;                                                                    \
+            for (int64_t t = 0; t < run; t++, w += ldw) {                                                     \
+                __m512 bv[V];                                                                                 \
+                for (int v = 0; v < V; v++)                                                                   \
+                    bv[v] = _mm512_loadu_ps(w + 16 * v);                                                      \
+                for (int r = 0; r < R; r++) {                                                                 \
+                    const __m512 av = _mm512_set1_ps(xi[r * step + t]);                                       \
+                    for (int v = 0; v < V; v++)                                                               \
+                        acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);                                    \
+                }                                                                                             \
+            }                                                                                                 \
+        }                                                                                                     \
+        const __m512 zero = _mm512_setzero_ps();                                                              \
+        for (int r = 0; r < R; r++)                                                                           \
+            for (int v = 0; v < V; v++) {                                                                     \
+                __m512 y = acc[r][v];                                                                         \
+                if (bias)                                                                                     \
+                    y = _mm512_add_ps(y, _mm512_loadu_ps(bias + 16 * v));                                     \
+                if (relu) /* max(0, y) returns y when y is NaN, as numpy.maximum does */                     \
+                    y = _mm512_max_ps(zero, y);                                                               \
+                _mm512_storeu_ps(c + r * ldc + 16 * v, y);                                                    \
+            }                                                                                                 \
+    }
+
+typedef void (*IgemmBlock)(const float *, int64_t, int64_t, int64_t, int64_t, const float *, int64_t, const float *,
+                           int, float *, int64_t);
+
+IGEMM_BLOCK(1, 4) IGEMM_BLOCK(2, 4) IGEMM_BLOCK(3, 4) IGEMM_BLOCK(4, 4) IGEMM_BLOCK(5, 4) IGEMM_BLOCK(6, 4)
+IGEMM_BLOCK(1, 2) IGEMM_BLOCK(2, 2) IGEMM_BLOCK(3, 2) IGEMM_BLOCK(4, 2) IGEMM_BLOCK(5, 2) IGEMM_BLOCK(6, 2)
+IGEMM_BLOCK(7, 2) IGEMM_BLOCK(8, 2) IGEMM_BLOCK(9, 2) IGEMM_BLOCK(10, 2) IGEMM_BLOCK(11, 2) IGEMM_BLOCK(12, 2)
+IGEMM_BLOCK(1, 1) IGEMM_BLOCK(2, 1) IGEMM_BLOCK(3, 1) IGEMM_BLOCK(4, 1) IGEMM_BLOCK(5, 1) IGEMM_BLOCK(6, 1)
+IGEMM_BLOCK(7, 1) IGEMM_BLOCK(8, 1) IGEMM_BLOCK(9, 1) IGEMM_BLOCK(10, 1) IGEMM_BLOCK(11, 1) IGEMM_BLOCK(12, 1)
+
+/* blocks[V][R - 1]: 64 columns take up to 6 pixels (24 accumulators), 32 and 16 columns up to 12. */
+static const IgemmBlock igemm_blocks_4[6] = {igemm_block_1_4, igemm_block_2_4, igemm_block_3_4,
+                                             igemm_block_4_4, igemm_block_5_4, igemm_block_6_4};
+static const IgemmBlock igemm_blocks_2[12] = {igemm_block_1_2, igemm_block_2_2,  igemm_block_3_2,  igemm_block_4_2,
+                                              igemm_block_5_2, igemm_block_6_2,  igemm_block_7_2,  igemm_block_8_2,
+                                              igemm_block_9_2, igemm_block_10_2, igemm_block_11_2, igemm_block_12_2};
+static const IgemmBlock igemm_blocks_1[12] = {igemm_block_1_1, igemm_block_2_1,  igemm_block_3_1,  igemm_block_4_1,
+                                              igemm_block_5_1, igemm_block_6_1,  igemm_block_7_1,  igemm_block_8_1,
+                                              igemm_block_9_1, igemm_block_10_1, igemm_block_11_1, igemm_block_12_1};
+
+/* One panel of `width` (64, 32 or 16) output channels from channel j, over every output pixel of the chunk. */
+static void igemm_panel(const float *x, const struct ConvGeometry *g, const float *w, const float *bias, int relu, float *out,
+                        int64_t j, int64_t width)
+{
+    const IgemmBlock *blocks = width == 64 ? igemm_blocks_4 : width == 32 ? igemm_blocks_2 : igemm_blocks_1;
+    const int64_t r_max = width == 64 ? 6 : 12;
+    const int64_t nblocks = (g->out_w + r_max - 1) / r_max;
+    const int64_t row = g->wp * g->cin, run = g->fw * g->cin, step = g->sw * g->cin;
+    for (int64_t b = 0; b < g->m; b++)
+        for (int64_t oy = 0; oy < g->out_h; oy++) {
+            const float *xrow = x + (b * g->hp + oy * g->sh) * row;
+            float *orow = out + ((b * g->out_h + oy) * g->out_w) * g->cout + j;
+            int64_t ox = 0;
+            for (int64_t k = 0; k < nblocks; k++) { /* sizes differ by at most one, larger first */
+                const int64_t r = g->out_w / nblocks + (k < g->out_w % nblocks);
+                blocks[r - 1](xrow + ox * step, step, row, run, g->fh, w + j, g->cout, bias ? bias + j : NULL, relu,
+                              orow + ox * g->cout, g->cout);
+                ox += r;
+            }
+        }
+}
+
+/* out = conv(x, w) (+ bias) (then ReLU) as above; returns 0, or -1 (nothing written) when the CPU lacks
+ * AVX-512F or cout is not a multiple of 16. */
+static int conv_forward_avx512(const float *x, const struct ConvGeometry *g, const float *w, const float *bias, int relu,
+                               float *out)
+{
+    if (!gemm_takes() || g->cout % 16 != 0)
+        return -1;
+    int64_t j = 0;
+    for (; j + 64 <= g->cout; j += 64)
+        igemm_panel(x, g, w, bias, relu, out, j, 64);
+    for (; j + 32 <= g->cout; j += 32)
+        igemm_panel(x, g, w, bias, relu, out, j, 32);
+    for (; j < g->cout; j += 16)
+        igemm_panel(x, g, w, bias, relu, out, j, 16);
+    return 0;
+}
+
+/* dwt rows c0 .. c0+R-1, columns j .. j+16V-1 (vector v at x offset off[v] in a window) = Σ over the chunk's
+ * pixels, in order, of g[p][c] · cols[p][t]; g rows are cout floats apart. */
+#define IGEMM_DW_BLOCK(R, V)                                                                                 \
+    __attribute__((target("avx512f"))) static void igemm_dw_block_##R##_##V(                                  \
+        const float *x, const struct ConvGeometry *g, const int64_t *off, const float *gr, float *c, int64_t ldc)     \
+    {                                                                                                         \
+        __m512 acc[R][V];                                                                                     \
+        for (int r = 0; r < R; r++)                                                                           \
+            for (int v = 0; v < V; v++)                                                                       \
+                acc[r][v] = _mm512_setzero_ps();                                                              \
+        const int64_t row = g->wp * g->cin, step = g->sw * g->cin;                                            \
+        int64_t o[V];                                                                                         \
+        for (int v = 0; v < V; v++)                                                                           \
+            o[v] = off[v];                                                                                    \
+        for (int64_t b = 0; b < g->m; b++)                                                                    \
+            for (int64_t oy = 0; oy < g->out_h; oy++) {                                                       \
+                const float *px = x + (b * g->hp + oy * g->sh) * row;                                         \
+                for (int64_t ox = 0; ox < g->out_w; ox++, px += step, gr += g->cout) {                        \
+                    __m512 bv[V];                                                                             \
+                    for (int v = 0; v < V; v++)                                                               \
+                        bv[v] = _mm512_loadu_ps(px + o[v]);                                                   \
+                    for (int r = 0; r < R; r++) {                                                             \
+                        const __m512 av = _mm512_set1_ps(gr[r]);                                              \
+                        for (int v = 0; v < V; v++)                                                           \
+                            acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);                                \
+                    }                                                                                         \
+                }                                                                                             \
+            }                                                                                                 \
+        for (int r = 0; r < R; r++)                                                                           \
+            for (int v = 0; v < V; v++)                                                                       \
+                _mm512_storeu_ps(c + r * ldc + 16 * v, acc[r][v]);                                            \
+    }
+
+IGEMM_DW_BLOCK(6, 4) IGEMM_DW_BLOCK(4, 4) IGEMM_DW_BLOCK(1, 4)
+IGEMM_DW_BLOCK(12, 2) IGEMM_DW_BLOCK(4, 2) IGEMM_DW_BLOCK(1, 2)
+IGEMM_DW_BLOCK(12, 1) IGEMM_DW_BLOCK(4, 1) IGEMM_DW_BLOCK(1, 1)
+
+/* dwt (cout, fh·fw·cin) = gᵀ · cols as above; returns 0, or -1 (nothing written) when the CPU lacks AVX-512F or
+ * fw·cin is not a multiple of 16. */
+static int conv_weight_grad_avx512(const float *x, const struct ConvGeometry *g, const float *grad, float *dwt)
+{
+    const int64_t run = g->fw * g->cin, k = g->fh * run, row = g->wp * g->cin;
+    if (!gemm_takes() || run % 16 != 0)
+        return -1;
+    for (int64_t j = 0; j < k;) {
+        const int64_t width = k - j >= 64 ? 64 : k - j >= 32 ? 32 : 16;
+        int64_t off[4];
+        for (int v = 0; v < width / 16; v++) { /* column j + 16v: kernel row (j + 16v) / run, then its place */
+            const int64_t t = j + 16 * v;
+            off[v] = t / run * row + t % run;
+        }
+        const int64_t m = g->cout;
+        int64_t i = 0;
+        float *c = dwt + j;
+        if (width == 64) {
+            for (; i + 6 <= m; i += 6)
+                igemm_dw_block_6_4(x, g, off, grad + i, c + i * k, k);
+            for (; i + 4 <= m; i += 4)
+                igemm_dw_block_4_4(x, g, off, grad + i, c + i * k, k);
+            for (; i < m; i++)
+                igemm_dw_block_1_4(x, g, off, grad + i, c + i * k, k);
+        } else if (width == 32) {
+            for (; i + 12 <= m; i += 12)
+                igemm_dw_block_12_2(x, g, off, grad + i, c + i * k, k);
+            for (; i + 4 <= m; i += 4)
+                igemm_dw_block_4_2(x, g, off, grad + i, c + i * k, k);
+            for (; i < m; i++)
+                igemm_dw_block_1_2(x, g, off, grad + i, c + i * k, k);
+        } else {
+            for (; i + 12 <= m; i += 12)
+                igemm_dw_block_12_1(x, g, off, grad + i, c + i * k, k);
+            for (; i + 4 <= m; i += 4)
+                igemm_dw_block_4_1(x, g, off, grad + i, c + i * k, k);
+            for (; i < m; i++)
+                igemm_dw_block_1_1(x, g, off, grad + i, c + i * k, k);
+        }
+        j += width;
+    }
+    return 0;
+}
