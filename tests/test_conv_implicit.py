@@ -36,6 +36,9 @@ GEOMETRIES = [
     ((15, 15, 32), 48, 5, 2, "same"),  # fw·cin a multiple of 16: the weight gradient runs in place too
     ((8, 8, 4), 64, 4, 1, "same"),  # fw·cin = 16
     ((5, 29, 3), 16, 1, 1, "valid"),  # a row of 29 pixels: blocks of 10 and 9 (16 channels)
+    ((14, 13, 16), 32, 4, 3, "same"),  # stride 3 and an even kernel: the input gradient's three phases
+    ((6, 5, 48), 16, 3, 2, "valid"),  # 48 channels: input-gradient panels of 32 and 16
+    ((3, 3, 64), 16, 3, 1, "same"),  # rows shorter than the kernel
 ]
 
 
@@ -88,6 +91,35 @@ def test_the_kernels_run_where_they_should():
     assert not native.conv_gemm(x, np.ones((3, 3, 3, 16), np.float32), None, (1, 1), (5, 4), False, out)
     dwt = np.empty((16, 27), np.float32)
     assert not native.conv_weight_grad(x, (3, 3), (1, 1), (4, 4), np.ones((32, 16), np.float32), dwt)
+    x16 = np.ones((2, 6, 6, 16), np.float32)
+    dwt = np.full((16, 144), np.nan, np.float32)
+    ran = native.conv_weight_grad(x16, (3, 3), (1, 1), (4, 4), np.ones((32, 16), np.float32), dwt)
+    assert ran == _avx512() and (not ran or (dwt == 32).all())
+    g = native.pool_geometry((2, 6, 6, 16), ((0, 0), (0, 0)), (3, 3), (1, 1), (4, 4))
+    dx = np.full((2, 6, 6, 16), np.nan, np.float32)
+    ran = native.conv_input_grad(np.ones((2, 4, 4, 16), np.float32), np.ones((16, 144), np.float32), g, dx)
+    assert ran == _avx512() and (not ran or (dx[:, 0, 0] == 16).all() and (dx[:, 2, 2] == 16 * 9).all())
+    g = native.pool_geometry((2, 6, 6, 3), ((0, 0), (0, 0)), (3, 3), (1, 1), (4, 4))
+    assert not native.conv_input_grad(np.ones((2, 4, 4, 16), np.float32), np.ones((16, 27), np.float32), g, x)
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_the_chunked_input_gradient_gives_the_im2col_bits(geometry, monkeypatch):
+    """conv2d_input_grad_chunked (the fused pool unit's dx) in place against its columns + col2im."""
+    from xpnn.layers.padding import pads_2d
+
+    monkeypatch.setattr(conv_chunks, "CHUNK_BYTES", 1 << 13)
+    shape, filters, kernel, strides, padding = geometry
+    conv = _layer(shape, filters, kernel, strides, padding)
+    out, _ = conv.forward(np.zeros((4, *shape), np.float32))
+    dout = np.random.default_rng(6).standard_normal(out.shape).astype(np.float32)
+    pads = pads_2d(shape[:2], conv.kernel_size, conv.strides, conv.padding)
+    results = []
+    for implicit in (True, False):
+        monkeypatch.setattr(conv_chunks, "IMPLICIT_GEMM", implicit)
+        w = conv.params["w"]
+        results.append(conv_chunks.conv2d_input_grad_chunked(conv, dout, w, (4, *shape), pads, conv.strides))
+    np.testing.assert_array_equal(_bits(results[0]), _bits(results[1]))
 
 
 @pytest.mark.skipif(not _avx512(), reason="no AVX-512F: the implicit kernels do not run")

@@ -100,6 +100,11 @@ static int conv_weight_grad_avx512(const float *x, const struct ConvGeometry *g,
     (void)x, (void)g, (void)grad, (void)dwt;
     return -1;
 }
+static int conv_input_grad_avx512(const float *grad, const float *wt, const PoolGeometry *g, int64_t cout, float *dx)
+{
+    (void)grad, (void)wt, (void)g, (void)cout, (void)dx;
+    return -1;
+}
 static int forward_f32_avx512(const float *x, const float *w, const Geometry *g, float *p, int64_t *a)
 {
     (void)x, (void)w, (void)g, (void)p, (void)a;
@@ -143,6 +148,13 @@ int conv_gemm_f32(const float *x, const struct ConvGeometry *g, const float *w, 
 int conv_weight_grad_f32(const float *x, const struct ConvGeometry *g, const float *grad, float *dwt)
 {
     return xpnn_avx512 ? conv_weight_grad_avx512(x, g, grad, dwt) : -1;
+}
+
+/* dx (n, h, w, c) = col2im(grad (n, out_h, out_w, cout) · wt (cout, kh·kw·c)) over g's windows, without the
+ * columns (native_igemm.h); -1 where it does not run (no AVX-512F, xpnn_avx512 = 0, c not a multiple of 16). */
+int conv_input_grad_f32(const float *grad, const float *wt, const PoolGeometry *g, int64_t cout, float *dx)
+{
+    return xpnn_avx512 ? conv_input_grad_avx512(grad, wt, g, cout, dx) : -1;
 }
 
 /* setuptools builds every extension with an init function to export. The library is loaded with ctypes, not

@@ -72,6 +72,8 @@ def _load() -> ctypes.CDLL | None:
             lib.conv_gemm_f32.restype = ctypes.c_int
             lib.conv_weight_grad_f32.argtypes = [pointer, conv, pointer, pointer]
             lib.conv_weight_grad_f32.restype = ctypes.c_int
+            lib.conv_input_grad_f32.argtypes = [pointer, pointer, ctypes.POINTER(PoolGeometry), ctypes.c_int64, pointer]
+            lib.conv_input_grad_f32.restype = ctypes.c_int
             pool = ctypes.POINTER(PoolGeometry)
             for name, args in (
                 ("max_pool_forward", [pointer, pool, pointer, pointer]),
@@ -365,5 +367,23 @@ def conv_weight_grad(x_pad: np.ndarray, k_hw, strides, out_hw, grad: np.ndarray,
         ctypes.byref(g),
         _address(grad, (g.m * g.out_h * g.out_w, cout), f32, "grad"),
         _address(dwt, (cout, g.fh * g.fw * g.cin), f32, "dwt"),
+    )
+    return code == 0
+
+
+def conv_input_grad(grad: np.ndarray, wt: np.ndarray, g: PoolGeometry, dx: np.ndarray) -> bool:
+    """dx (n, h, w, c) = grad (n, out_h, out_w, cout) · wt (cout, kh·kw·c) added back over the windows of g,
+    without the columns: the bits of `gemm(grad rows, wt, dcols)` then `col2im(dcols, g, dx)`. True where it ran,
+    False (dx untouched) where not: float32, c a multiple of 16, AVX-512F and the switch on."""
+    lib, f32 = _load(), np.dtype(np.float32)
+    if lib is None or grad.ndim != 4 or g.c % 16 or grad.dtype != f32 or wt.dtype != f32 or dx.dtype != f32:
+        return False
+    cout = grad.shape[3]
+    code = lib.conv_input_grad_f32(
+        _address(grad, (g.n, g.out_h, g.out_w, cout), f32, "grad"),
+        _address(wt, (cout, g.kh * g.kw * g.c), f32, "wt"),
+        ctypes.byref(g),
+        cout,
+        _address(dx, (g.n, g.h, g.w, g.c), f32, "dx"),
     )
     return code == 0

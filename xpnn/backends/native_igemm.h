@@ -151,11 +151,26 @@ static int conv_forward_avx512(const float *x, const struct ConvGeometry *g, con
                 _mm512_storeu_ps(c + r * ldc + 16 * v, acc[r][v]);                                            \
     }
 
-IGEMM_DW_BLOCK(6, 4) IGEMM_DW_BLOCK(4, 4) IGEMM_DW_BLOCK(1, 4)
-IGEMM_DW_BLOCK(12, 2) IGEMM_DW_BLOCK(4, 2) IGEMM_DW_BLOCK(1, 2)
-IGEMM_DW_BLOCK(12, 1) IGEMM_DW_BLOCK(4, 1) IGEMM_DW_BLOCK(1, 1)
+IGEMM_DW_BLOCK(1, 4) IGEMM_DW_BLOCK(2, 4) IGEMM_DW_BLOCK(3, 4) IGEMM_DW_BLOCK(4, 4) IGEMM_DW_BLOCK(5, 4)
+IGEMM_DW_BLOCK(6, 4) IGEMM_DW_BLOCK(1, 2) IGEMM_DW_BLOCK(2, 2) IGEMM_DW_BLOCK(3, 2) IGEMM_DW_BLOCK(4, 2)
+IGEMM_DW_BLOCK(5, 2) IGEMM_DW_BLOCK(6, 2) IGEMM_DW_BLOCK(7, 2) IGEMM_DW_BLOCK(8, 2) IGEMM_DW_BLOCK(9, 2)
+IGEMM_DW_BLOCK(10, 2) IGEMM_DW_BLOCK(11, 2) IGEMM_DW_BLOCK(12, 2) IGEMM_DW_BLOCK(1, 1) IGEMM_DW_BLOCK(2, 1)
+IGEMM_DW_BLOCK(3, 1) IGEMM_DW_BLOCK(4, 1) IGEMM_DW_BLOCK(5, 1) IGEMM_DW_BLOCK(6, 1) IGEMM_DW_BLOCK(7, 1)
+IGEMM_DW_BLOCK(8, 1) IGEMM_DW_BLOCK(9, 1) IGEMM_DW_BLOCK(10, 1) IGEMM_DW_BLOCK(11, 1) IGEMM_DW_BLOCK(12, 1)
 
-/* dwt (cout, fh·fw·cin) = gᵀ · cols as above; returns 0, or -1 (nothing written) when the CPU lacks AVX-512F or
+typedef void (*IgemmDwBlock)(const float *, const struct ConvGeometry *, const int64_t *, const float *, float *,
+                             int64_t);
+static const IgemmDwBlock igemm_dw_blocks_4[6] = {igemm_dw_block_1_4, igemm_dw_block_2_4, igemm_dw_block_3_4,
+                                                  igemm_dw_block_4_4, igemm_dw_block_5_4, igemm_dw_block_6_4};
+static const IgemmDwBlock igemm_dw_blocks_2[12] = {
+    igemm_dw_block_1_2, igemm_dw_block_2_2, igemm_dw_block_3_2,  igemm_dw_block_4_2,  igemm_dw_block_5_2,  igemm_dw_block_6_2,
+    igemm_dw_block_7_2, igemm_dw_block_8_2, igemm_dw_block_9_2, igemm_dw_block_10_2, igemm_dw_block_11_2, igemm_dw_block_12_2};
+static const IgemmDwBlock igemm_dw_blocks_1[12] = {
+    igemm_dw_block_1_1, igemm_dw_block_2_1, igemm_dw_block_3_1,  igemm_dw_block_4_1,  igemm_dw_block_5_1,  igemm_dw_block_6_1,
+    igemm_dw_block_7_1, igemm_dw_block_8_1, igemm_dw_block_9_1, igemm_dw_block_10_1, igemm_dw_block_11_1, igemm_dw_block_12_1};
+
+/* dwt (cout, fh·fw·cin) = gᵀ · cols as above, in panels of 64, 32 and 16 columns, each split over the output
+ * channels into blocks of near-equal size; returns 0, or -1 (nothing written) when the CPU lacks AVX-512F or
  * fw·cin is not a multiple of 16. */
 static int conv_weight_grad_avx512(const float *x, const struct ConvGeometry *g, const float *grad, float *dwt)
 {
@@ -164,37 +179,114 @@ static int conv_weight_grad_avx512(const float *x, const struct ConvGeometry *g,
         return -1;
     for (int64_t j = 0; j < k;) {
         const int64_t width = k - j >= 64 ? 64 : k - j >= 32 ? 32 : 16;
+        const IgemmDwBlock *blocks = width == 64 ? igemm_dw_blocks_4 : width == 32 ? igemm_dw_blocks_2 : igemm_dw_blocks_1;
+        const int64_t r_max = width == 64 ? 6 : 12, nblocks = (g->cout + r_max - 1) / r_max;
         int64_t off[4];
         for (int v = 0; v < width / 16; v++) { /* column j + 16v: kernel row (j + 16v) / run, then its place */
             const int64_t t = j + 16 * v;
             off[v] = t / run * row + t % run;
         }
-        const int64_t m = g->cout;
-        int64_t i = 0;
-        float *c = dwt + j;
-        if (width == 64) {
-            for (; i + 6 <= m; i += 6)
-                igemm_dw_block_6_4(x, g, off, grad + i, c + i * k, k);
-            for (; i + 4 <= m; i += 4)
-                igemm_dw_block_4_4(x, g, off, grad + i, c + i * k, k);
-            for (; i < m; i++)
-                igemm_dw_block_1_4(x, g, off, grad + i, c + i * k, k);
-        } else if (width == 32) {
-            for (; i + 12 <= m; i += 12)
-                igemm_dw_block_12_2(x, g, off, grad + i, c + i * k, k);
-            for (; i + 4 <= m; i += 4)
-                igemm_dw_block_4_2(x, g, off, grad + i, c + i * k, k);
-            for (; i < m; i++)
-                igemm_dw_block_1_2(x, g, off, grad + i, c + i * k, k);
-        } else {
-            for (; i + 12 <= m; i += 12)
-                igemm_dw_block_12_1(x, g, off, grad + i, c + i * k, k);
-            for (; i + 4 <= m; i += 4)
-                igemm_dw_block_4_1(x, g, off, grad + i, c + i * k, k);
-            for (; i < m; i++)
-                igemm_dw_block_1_1(x, g, off, grad + i, c + i * k, k);
+        for (int64_t b = 0, i = 0; b < nblocks; b++) {
+            const int64_t r = g->cout / nblocks + (b < g->cout % nblocks);
+            blocks[r - 1](x, g, off, grad + i, dwt + i * k + j, k);
+            i += r;
         }
         j += width;
     }
+    return 0;
+}
+
+/* conv_input_grad: dx (m, h, w, cin) = the columns' gradient grad · wt (wt = wᵀ, (cout, fh·fw·cin)) added back
+ * over the windows, as native_gemm.h's product and native_conv.h's col2im give it: each tap's value is one sum
+ * over the output channels in order from +0, and each dx cell adds its taps from +0 in the order FOR_WINDOWS
+ * reaches them (kernel row, then column), never writing the columns. Needs cin a multiple of 16. A block is R
+ * dx pixels of one row, sw apart (so that each tap's windows are R consecutive output pixels) × V vectors of
+ * channels; the dx block is the accumulator, read and written once per tap. */
+#define IDX_BLOCK(R, V)                                                                                      \
+    __attribute__((target("avx512f"))) static void idx_block_##R##_##V(                                       \
+        const float *gp, int64_t cout, const float *wt, int64_t ldw, float *d, int64_t dstep)                 \
+    {                                                                                                         \
+        __m512 acc[R][V];                                                                                     \
+        for (int r = 0; r < R; r++)                                                                           \
+            for (int v = 0; v < V; v++)                                                                       \
+                acc[r][v] = _mm512_setzero_ps();                                                              \
+        for (int64_t c = 0; c < cout; c++, wt += ldw) {                                                       \
+            __m512 bv[V];                                                                                     \
+            for (int v = 0; v < V; v++)                                                                       \
+                bv[v] = _mm512_loadu_ps(wt + 16 * v);                                                         \
+            for (int r = 0; r < R; r++) {                                                                     \
+                const __m512 av = _mm512_set1_ps(gp[r * cout + c]);                                           \
+                for (int v = 0; v < V; v++)                                                                   \
+                    acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);                                        \
+            }                                                                                                 \
+        }                                                                                                     \
+        for (int r = 0; r < R; r++)                                                                           \
+            for (int v = 0; v < V; v++)                                                                       \
+                _mm512_storeu_ps(d + r * dstep + 16 * v,                                                      \
+                                 _mm512_add_ps(_mm512_loadu_ps(d + r * dstep + 16 * v), acc[r][v]));          \
+    }
+
+typedef void (*IdxBlock)(const float *, int64_t, const float *, int64_t, float *, int64_t);
+
+IDX_BLOCK(1, 4) IDX_BLOCK(2, 4) IDX_BLOCK(3, 4) IDX_BLOCK(4, 4) IDX_BLOCK(5, 4) IDX_BLOCK(6, 4)
+IDX_BLOCK(1, 2) IDX_BLOCK(2, 2) IDX_BLOCK(3, 2) IDX_BLOCK(4, 2) IDX_BLOCK(5, 2) IDX_BLOCK(6, 2)
+IDX_BLOCK(7, 2) IDX_BLOCK(8, 2) IDX_BLOCK(9, 2) IDX_BLOCK(10, 2) IDX_BLOCK(11, 2) IDX_BLOCK(12, 2)
+IDX_BLOCK(1, 1) IDX_BLOCK(2, 1) IDX_BLOCK(3, 1) IDX_BLOCK(4, 1) IDX_BLOCK(5, 1) IDX_BLOCK(6, 1)
+IDX_BLOCK(7, 1) IDX_BLOCK(8, 1) IDX_BLOCK(9, 1) IDX_BLOCK(10, 1) IDX_BLOCK(11, 1) IDX_BLOCK(12, 1)
+
+static const IdxBlock idx_blocks_4[6] = {idx_block_1_4, idx_block_2_4, idx_block_3_4,
+                                         idx_block_4_4, idx_block_5_4, idx_block_6_4};
+static const IdxBlock idx_blocks_2[12] = {idx_block_1_2, idx_block_2_2,  idx_block_3_2,  idx_block_4_2,
+                                          idx_block_5_2, idx_block_6_2,  idx_block_7_2,  idx_block_8_2,
+                                          idx_block_9_2, idx_block_10_2, idx_block_11_2, idx_block_12_2};
+static const IdxBlock idx_blocks_1[12] = {idx_block_1_1, idx_block_2_1,  idx_block_3_1,  idx_block_4_1,
+                                          idx_block_5_1, idx_block_6_1,  idx_block_7_1,  idx_block_8_1,
+                                          idx_block_9_1, idx_block_10_1, idx_block_11_1, idx_block_12_1};
+
+/* The dx pixels x0, x0 + sw, ... (count of them, all with the same window phase) of row y of image b, channels
+ * ch .. ch + width - 1, in blocks of at most r_max. */
+static void idx_pixels(const float *grad, const float *wt, const PoolGeometry *g, int64_t cout, float *dx, int64_t b,
+                       int64_t y, int64_t x0, int64_t count, int64_t ch, int64_t width)
+{
+    const IdxBlock *blocks = width == 64 ? idx_blocks_4 : width == 32 ? idx_blocks_2 : idx_blocks_1;
+    const int64_t r_max = width == 64 ? 6 : 12, taps = g->kw * g->c, dstep = g->sw * g->c;
+    const int64_t nblocks = (count + r_max - 1) / r_max, q = x0 + g->left; /* q: the first pixel's padded column */
+    for (int64_t k = 0, done = 0; k < nblocks; k++) {
+        const int64_t size = count / nblocks + (k < count % nblocks);
+        const int64_t qb = q + done * g->sw; /* this block's first pixel, padded */
+        float *d = dx + ((b * g->h + y) * g->w + x0 + done * g->sw) * g->c + ch;
+        for (int64_t p = 0; p < size; p++)
+            memset(d + p * dstep, 0, (size_t)width * sizeof(float));
+        FOR_WINDOWS(r, i, y + g->top, g->sh, g->kh, g->out_h)
+        for (int64_t s = qb % g->sw; s < g->kw; s += g->sw) {
+            /* pixel p of the block sits at column s of window j0 + p, where that window exists */
+            const int64_t j0 = (qb - s) / g->sw;
+            const int64_t lo = j0 < 0 ? -j0 : 0, hi = j0 + size > g->out_w ? g->out_w - j0 : size;
+            if (lo >= hi)
+                continue;
+            blocks[hi - lo - 1](grad + ((b * g->out_h + i) * g->out_w + j0 + lo) * cout, cout,
+                                wt + r * taps + s * g->c + ch, g->kh * taps, d + lo * dstep, dstep);
+        }
+        done += size;
+    }
+}
+
+/* dx = col2im(grad · wt) as above; returns 0, or -1 (nothing written) when the CPU lacks AVX-512F or cin is not
+ * a multiple of 16. grad (n, out_h, out_w, cout), wt (cout, kh·kw·c), dx (n, h, w, c) per g. */
+static int conv_input_grad_avx512(const float *grad, const float *wt, const PoolGeometry *g, int64_t cout, float *dx)
+{
+    if (!gemm_takes() || g->c % 16 != 0)
+        return -1;
+    for (int64_t b = 0; b < g->n; b++)
+        for (int64_t y = 0; y < g->h; y++)
+            for (int64_t ch = 0; ch < g->c;) {
+                const int64_t width = g->c - ch >= 64 ? 64 : g->c - ch >= 32 ? 32 : 16;
+                for (int64_t phase = 0; phase < g->sw && phase < g->w; phase++) {
+                    /* the pixels x ≡ phase - left (mod sw): each tap's windows step by one between them */
+                    const int64_t x0 = phase, count = (g->w - x0 + g->sw - 1) / g->sw;
+                    idx_pixels(grad, wt, g, cout, dx, b, y, x0, count, ch, width);
+                }
+                ch += width;
+            }
     return 0;
 }

@@ -169,15 +169,11 @@ def conv2d_backward_chunked(
             xp.multiply(dout_rows[start:stop], out_rows[start:stop] > 0, out=d_rows[start:stop])
         g = d_rows[start:stop].reshape(-1, cout)
         part = partial_dw[start // chunk]
-        if implicit and native.conv_weight_grad(x_pad, (fh, fw), strides, (oh, ow), g, part):
-            dcols = bufs.get(f"cols{worker}", (g.shape[0], k), dout.dtype) if dx is not None else None
-        else:  # the columns, then gᵀ · cols; dx reuses their buffer
-            dcols = _columns(bufs, x_pad, (fh, fw), strides, (oh, ow), f"cols{worker}")
-            _matmul(g.T, dcols, part)
-        if dx is None:
-            return
-        _matmul(g, w2t, dcols)
-        _add_windows(bufs, dcols, dx, start, stop, w.shape, cache.pads, strides, (oh, ow), worker)
+        if not (implicit and native.conv_weight_grad(x_pad, (fh, fw), strides, (oh, ow), g, part)):
+            cols = _columns(bufs, x_pad, (fh, fw), strides, (oh, ow), f"cols{worker}")
+            _matmul(g.T, cols, part)
+        if dx is not None:  # reuses the columns' buffer where it needs one
+            _input_grad(bufs, d_rows, w2t, dx, start, stop, w.shape, cache.pads, strides, (oh, ow), worker)
 
     map_chunks(run_chunk, n, chunk, cpu_workers())
     dw = partial_dw[0].copy()
@@ -185,6 +181,22 @@ def conv2d_backward_chunked(
         dw += part
     dw = xp.ascontiguousarray(dw.T).reshape(w.shape)
     return dx, {"w": dw, "b": d_rows.reshape(-1, cout).sum(axis=0)}
+
+
+def _input_grad(
+    bufs: _Buffers, d_rows: Array, w2t: Array, dx: Array, start: int, stop: int, w_shape, pads, strides, out_hw, worker
+) -> None:
+    """dx[start:stop] = the chunk's output gradient d_rows[start:stop] (m, out_h·out_w, cout) · Wᵀ added back over
+    its windows: in place where native_igemm.h runs it (float32, cin a multiple of 16: the same bits), else the
+    columns' gradient in a reused buffer, then `_add_windows`."""
+    m, cout = stop - start, w2t.shape[0]
+    if IMPLICIT_GEMM and native.takes(dx):
+        g = native.pool_geometry((m, *dx.shape[1:]), pads, w_shape[:2], strides, out_hw)
+        if native.conv_input_grad(d_rows[start:stop].reshape(m, *out_hw, cout), w2t, g, dx[start:stop]):
+            return
+    dcols = bufs.get(f"cols{worker}", (m * out_hw[0] * out_hw[1], w2t.shape[1]), dx.dtype)
+    _matmul(d_rows[start:stop].reshape(-1, cout), w2t, dcols)
+    _add_windows(bufs, dcols, dx, start, stop, w_shape, pads, strides, out_hw, worker)
 
 
 def _add_windows(
@@ -219,9 +231,7 @@ def conv2d_input_grad_chunked(owner, dout: Array, w: Array, x_shape, pads, strid
     chunk, bufs = chunk_images(n, (oh, ow), fh * fw * cin, dout.dtype.itemsize), _Buffers(owner)
 
     def run_chunk(start: int, stop: int, worker: int) -> None:
-        dcols = bufs.get(f"cols{worker}", ((stop - start) * oh * ow, fh * fw * cin), dout.dtype)
-        _matmul(d_rows[start:stop].reshape(-1, cout), w2t, dcols)
-        _add_windows(bufs, dcols, dx, start, stop, w.shape, pads, strides, (oh, ow), worker)
+        _input_grad(bufs, d_rows, w2t, dx, start, stop, w.shape, pads, strides, (oh, ow), worker)
 
     map_chunks(run_chunk, n, chunk, cpu_workers())
     return dx
