@@ -100,6 +100,11 @@ static int conv_weight_grad_avx512(const float *x, const struct ConvGeometry *g,
     (void)x, (void)g, (void)grad, (void)dwt;
     return -1;
 }
+static int conv_weight_grad_taps_avx512(const float *x, const struct ConvGeometry *g, const float *grad, float *dw)
+{
+    (void)x, (void)g, (void)grad, (void)dw;
+    return -1;
+}
 static int conv_input_grad_avx512(const float *grad, const float *wt, const PoolGeometry *g, int64_t cout, float *dx)
 {
     (void)grad, (void)wt, (void)g, (void)cout, (void)dx;
@@ -148,6 +153,14 @@ int conv_gemm_f32(const float *x, const struct ConvGeometry *g, const float *w, 
 int conv_weight_grad_f32(const float *x, const struct ConvGeometry *g, const float *grad, float *dwt)
 {
     return xpnn_avx512 ? conv_weight_grad_avx512(x, g, grad, dwt) : -1;
+}
+
+/* dw (fh·fw·cin, cout) = Σ over the chunk's pixels of the columns' transpose · grad, for any fw·cin (the taps
+ * broadcast, cout in vectors: native_igemm.h); -1 where it does not run (no AVX-512F, xpnn_avx512 = 0, cout not a
+ * multiple of 16). */
+int conv_weight_grad_taps_f32(const float *x, const struct ConvGeometry *g, const float *grad, float *dw)
+{
+    return xpnn_avx512 ? conv_weight_grad_taps_avx512(x, g, grad, dw) : -1;
 }
 
 /* dx (n, h, w, c) = col2im(grad (n, out_h, out_w, cout) · wt (cout, kh·kw·c)) over g's windows, without the

@@ -72,6 +72,8 @@ def _load() -> ctypes.CDLL | None:
             lib.conv_gemm_f32.restype = ctypes.c_int
             lib.conv_weight_grad_f32.argtypes = [pointer, conv, pointer, pointer]
             lib.conv_weight_grad_f32.restype = ctypes.c_int
+            lib.conv_weight_grad_taps_f32.argtypes = [pointer, conv, pointer, pointer]
+            lib.conv_weight_grad_taps_f32.restype = ctypes.c_int
             lib.conv_input_grad_f32.argtypes = [pointer, pointer, ctypes.POINTER(PoolGeometry), ctypes.c_int64, pointer]
             lib.conv_input_grad_f32.restype = ctypes.c_int
             pool = ctypes.POINTER(PoolGeometry)
@@ -367,6 +369,26 @@ def conv_weight_grad(x_pad: np.ndarray, k_hw, strides, out_hw, grad: np.ndarray,
         ctypes.byref(g),
         _address(grad, (g.m * g.out_h * g.out_w, cout), f32, "grad"),
         _address(dwt, (cout, g.fh * g.fw * g.cin), f32, "dwt"),
+    )
+    return code == 0
+
+
+def conv_weight_grad_taps(x_pad: np.ndarray, k_hw, strides, out_hw, grad: np.ndarray, dw: np.ndarray) -> bool:
+    """dw (fh·fw·cin, cout) = the im2col columns of x_padᵀ · grad (m·out_h·out_w, cout), each value one in-order
+    sum over the pixels (the bits of `gemm(cols.T, grad, dw)`), for window rows fw·cin of any length; True where
+    it ran, False (dw untouched) where not: float32, cout a multiple of 16, AVX-512F and the switch on."""
+    lib, f32 = _load(), np.dtype(np.float32)
+    if lib is None or grad.ndim != 2 or grad.shape[1] % 16 or grad.dtype != f32 or dw.dtype != f32:
+        return False
+    cout = grad.shape[1]
+    g = _conv_geometry(x_pad, k_hw, strides, out_hw, cout)
+    if g is None:
+        return False
+    code = lib.conv_weight_grad_taps_f32(
+        x_pad.ctypes.data,
+        ctypes.byref(g),
+        _address(grad, (g.m * g.out_h * g.out_w, cout), f32, "grad"),
+        _address(dw, (g.fh * g.fw * g.cin, cout), f32, "dw"),
     )
     return code == 0
 

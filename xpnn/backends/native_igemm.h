@@ -196,6 +196,79 @@ static int conv_weight_grad_avx512(const float *x, const struct ConvGeometry *g,
     return 0;
 }
 
+/* conv_weight_grad_taps: dw (fh·fw·cin, cout) = colsᵀ · g, for kernels whose window rows (fw·cin, e.g. 15 for a
+ * 5x5 kernel on RGB) are not whole vectors: a block is R consecutive taps of one window row (broadcast from the
+ * input, one displacement apart) × V 16-lane vectors of the output gradient's channels, summed over the chunk's
+ * pixels in order from +0 (the bits of native_gemm.h's product on the copied columns' transpose). */
+#define IGEMM_DWT_BLOCK(R, V)                                                                                \
+    __attribute__((target("avx512f"))) static void igemm_dwt_block_##R##_##V(                                 \
+        const float *x, const struct ConvGeometry *g, const float *gr, float *c)                              \
+    {                                                                                                         \
+        __m512 acc[R][V];                                                                                     \
+        for (int r = 0; r < R; r++)                                                                           \
+            for (int v = 0; v < V; v++)                                                                       \
+                acc[r][v] = _mm512_setzero_ps();                                                              \
+        const int64_t row = g->wp * g->cin, step = g->sw * g->cin;                                            \
+        for (int64_t b = 0; b < g->m; b++)                                                                    \
+            for (int64_t oy = 0; oy < g->out_h; oy++) {                                                       \
+                const float *px = x + (b * g->hp + oy * g->sh) * row;                                         \
+                for (int64_t ox = 0; ox < g->out_w; ox++, px += step, gr += g->cout) {                        \
+                    __m512 bv[V];                                                                             \
+                    for (int v = 0; v < V; v++)                                                               \
+                        bv[v] = _mm512_loadu_ps(gr + 16 * v);                                                 \
+                    for (int r = 0; r < R; r++) {                                                             \
+                        const __m512 av = _mm512_set1_ps(px[r]);                                              \
+                        for (int v = 0; v < V; v++)                                                           \
+                            acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);                                \
+                    }                                                                                         \
+                }                                                                                             \
+            }                                                                                                 \
+        for (int r = 0; r < R; r++)                                                                           \
+            for (int v = 0; v < V; v++)                                                                       \
+                _mm512_storeu_ps(c + r * g->cout + 16 * v, acc[r][v]);                                        \
+    }
+
+IGEMM_DWT_BLOCK(1, 4) IGEMM_DWT_BLOCK(2, 4) IGEMM_DWT_BLOCK(3, 4) IGEMM_DWT_BLOCK(4, 4) IGEMM_DWT_BLOCK(5, 4)
+IGEMM_DWT_BLOCK(6, 4) IGEMM_DWT_BLOCK(1, 2) IGEMM_DWT_BLOCK(2, 2) IGEMM_DWT_BLOCK(3, 2) IGEMM_DWT_BLOCK(4, 2)
+IGEMM_DWT_BLOCK(5, 2) IGEMM_DWT_BLOCK(6, 2) IGEMM_DWT_BLOCK(7, 2) IGEMM_DWT_BLOCK(8, 2) IGEMM_DWT_BLOCK(9, 2)
+IGEMM_DWT_BLOCK(10, 2) IGEMM_DWT_BLOCK(11, 2) IGEMM_DWT_BLOCK(12, 2) IGEMM_DWT_BLOCK(1, 1) IGEMM_DWT_BLOCK(2, 1)
+IGEMM_DWT_BLOCK(3, 1) IGEMM_DWT_BLOCK(4, 1) IGEMM_DWT_BLOCK(5, 1) IGEMM_DWT_BLOCK(6, 1) IGEMM_DWT_BLOCK(7, 1)
+IGEMM_DWT_BLOCK(8, 1) IGEMM_DWT_BLOCK(9, 1) IGEMM_DWT_BLOCK(10, 1) IGEMM_DWT_BLOCK(11, 1) IGEMM_DWT_BLOCK(12, 1)
+
+typedef void (*IgemmDwtBlock)(const float *, const struct ConvGeometry *, const float *, float *);
+static const IgemmDwtBlock igemm_dwt_blocks_4[6] = {igemm_dwt_block_1_4, igemm_dwt_block_2_4, igemm_dwt_block_3_4,
+                                                    igemm_dwt_block_4_4, igemm_dwt_block_5_4, igemm_dwt_block_6_4};
+static const IgemmDwtBlock igemm_dwt_blocks_2[12] = {
+    igemm_dwt_block_1_2,  igemm_dwt_block_2_2,  igemm_dwt_block_3_2, igemm_dwt_block_4_2,
+    igemm_dwt_block_5_2,  igemm_dwt_block_6_2,  igemm_dwt_block_7_2, igemm_dwt_block_8_2,
+    igemm_dwt_block_9_2,  igemm_dwt_block_10_2, igemm_dwt_block_11_2, igemm_dwt_block_12_2};
+static const IgemmDwtBlock igemm_dwt_blocks_1[12] = {
+    igemm_dwt_block_1_1,  igemm_dwt_block_2_1,  igemm_dwt_block_3_1, igemm_dwt_block_4_1,
+    igemm_dwt_block_5_1,  igemm_dwt_block_6_1,  igemm_dwt_block_7_1, igemm_dwt_block_8_1,
+    igemm_dwt_block_9_1,  igemm_dwt_block_10_1, igemm_dwt_block_11_1, igemm_dwt_block_12_1};
+
+/* dw (fh·fw·cin, cout) = colsᵀ · g as above; returns 0, or -1 (nothing written) when the CPU lacks AVX-512F or
+ * cout is not a multiple of 16. */
+static int conv_weight_grad_taps_avx512(const float *x, const struct ConvGeometry *g, const float *grad, float *dw)
+{
+    const int64_t run = g->fw * g->cin, row = g->wp * g->cin;
+    if (!gemm_takes() || g->cout % 16 != 0)
+        return -1;
+    for (int64_t j = 0; j < g->cout;) {
+        const int64_t width = g->cout - j >= 64 ? 64 : g->cout - j >= 32 ? 32 : 16;
+        const IgemmDwtBlock *blocks = width == 64 ? igemm_dwt_blocks_4 : width == 32 ? igemm_dwt_blocks_2 : igemm_dwt_blocks_1;
+        const int64_t r_max = width == 64 ? 6 : 12, nblocks = (run + r_max - 1) / r_max;
+        for (int64_t i = 0; i < g->fh; i++)
+            for (int64_t b = 0, t = 0; b < nblocks; b++) { /* taps t .. t + r - 1 of window row i */
+                const int64_t r = run / nblocks + (b < run % nblocks);
+                blocks[r - 1](x + i * row + t, g, grad + j, dw + (i * run + t) * g->cout + j);
+                t += r;
+            }
+        j += width;
+    }
+    return 0;
+}
+
 /* conv_input_grad: dx (m, h, w, cin) = the columns' gradient grad · wt (wt = wᵀ, (cout, fh·fw·cin)) added back
  * over the windows, as native_gemm.h's product and native_conv.h's col2im give it: each tap's value is one sum
  * over the output channels in order from +0, and each dx cell adds its taps from +0 in the order FOR_WINDOWS

@@ -169,7 +169,7 @@ def conv2d_backward_chunked(
             xp.multiply(dout_rows[start:stop], out_rows[start:stop] > 0, out=d_rows[start:stop])
         g = d_rows[start:stop].reshape(-1, cout)
         part = partial_dw[start // chunk]
-        if not (implicit and native.conv_weight_grad(x_pad, (fh, fw), strides, (oh, ow), g, part)):
+        if not (implicit and _weight_grad(bufs, x_pad, (fh, fw), strides, (oh, ow), g, part, worker)):
             cols = _columns(bufs, x_pad, (fh, fw), strides, (oh, ow), f"cols{worker}")
             _matmul(g.T, cols, part)
         if dx is not None:  # reuses the columns' buffer where it needs one
@@ -181,6 +181,19 @@ def conv2d_backward_chunked(
         dw += part
     dw = xp.ascontiguousarray(dw.T).reshape(w.shape)
     return dx, {"w": dw, "b": d_rows.reshape(-1, cout).sum(axis=0)}
+
+
+def _weight_grad(bufs: _Buffers, x_pad: Array, k_hw, strides, out_hw, g: Array, dwt: Array, worker: int) -> bool:
+    """dwt (cout, fh·fw·cin) = gᵀ · the chunk's columns, read from x_pad in place (native_igemm.h), the columns
+    in vectors where each window row is whole vectors, else the output channels (written transposed); False
+    where neither runs."""
+    if native.conv_weight_grad(x_pad, k_hw, strides, out_hw, g, dwt):
+        return True
+    dw = bufs.get(f"dw{worker}", dwt.shape[::-1], dwt.dtype)
+    if not native.conv_weight_grad_taps(x_pad, k_hw, strides, out_hw, g, dw):
+        return False
+    dwt[...] = dw.T
+    return True
 
 
 def _input_grad(
