@@ -105,6 +105,7 @@ static int conv_weight_grad_taps_avx512(const float *x, const struct ConvGeometr
     (void)x, (void)g, (void)grad, (void)dw;
     return -1;
 }
+static int gemm_takes(void) { return 0; }
 static int conv_input_grad_avx512(const float *grad, const float *wt, const PoolGeometry *g, int64_t cout, float *dx)
 {
     (void)grad, (void)wt, (void)g, (void)cout, (void)dx;
@@ -141,10 +142,12 @@ int gemm_f32(const float *a, int64_t a_row, int64_t a_col, const float *b, float
     return xpnn_avx512 ? gemm_avx512(a, a_row, a_col, b, c, m, k, n) : -1;
 }
 
-/* The chunked conv without the im2col copy (native_igemm.h), float32: out (m, out_h, out_w, cout) = conv(x, w)
+/* The chunked conv without the im2col copy (native_igemm.h), float32 (conv_avx512_runs: whether they run here): out (m, out_h, out_w, cout) = conv(x, w)
  * (+ bias, NULL for none) (then max(·, 0) when relu), x the padded chunk (m, hp, wp, cin), w (fh·fw·cin, cout);
  * and dwt (cout, fh·fw·cin) = Σ over the chunk's pixels of grad · columns. Each returns 0, or -1 where it does
  * not run (no AVX-512F, xpnn_avx512 = 0, cout or fw·cin not a multiple of 16): the caller then copies columns. */
+int conv_avx512_runs(void) { return xpnn_avx512 && gemm_takes(); }
+
 int conv_gemm_f32(const float *x, const struct ConvGeometry *g, const float *w, const float *bias, int relu, float *out)
 {
     return xpnn_avx512 ? conv_forward_avx512(x, g, w, bias, relu, out) : -1;

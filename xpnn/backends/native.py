@@ -72,6 +72,7 @@ def _load() -> ctypes.CDLL | None:
             lib.conv_gemm_f32.restype = ctypes.c_int
             lib.conv_weight_grad_f32.argtypes = [pointer, conv, pointer, pointer]
             lib.conv_weight_grad_f32.restype = ctypes.c_int
+            lib.conv_avx512_runs.argtypes, lib.conv_avx512_runs.restype = [], ctypes.c_int
             lib.conv_weight_grad_taps_f32.argtypes = [pointer, conv, pointer, pointer]
             lib.conv_weight_grad_taps_f32.restype = ctypes.c_int
             lib.conv_input_grad_f32.argtypes = [pointer, pointer, ctypes.POINTER(PoolGeometry), ctypes.c_int64, pointer]
@@ -323,6 +324,13 @@ def _conv_geometry(x_pad: np.ndarray, k_hw, strides, out_hw, cout: int) -> ConvG
     if min(fh, fw, sh, sw, oh, ow, m, cin) < 1 or (oh - 1) * sh + fh > hp or (ow - 1) * sw + fw > wp:
         return None
     return ConvGeometry(m, hp, wp, cin, fh, fw, sh, sw, oh, ow, cout)
+
+
+def conv_runs(x: np.ndarray, cout: int) -> bool:
+    """Whether `conv_gemm` runs a float32 conv with cout outputs on `x` here (AVX-512F and the switch on), so
+    that the caller can size its chunks for no columns."""
+    lib = _load() if takes(x) else None
+    return lib is not None and x.dtype == np.float32 and cout % 16 == 0 and lib.conv_avx512_runs() == 1
 
 
 def conv_gemm(

@@ -116,9 +116,11 @@ def conv2d_forward_chunked(
     chunk, bufs = chunk_images(n, out_hw, fh * fw * cin, x.dtype.itemsize), _Buffers(owner)
     out = xp.empty((n, *out_hw, cout), dtype=x.dtype)
     rows = out.reshape(n, -1, cout)
-    implicit = IMPLICIT_GEMM and native.takes(x)
-    if implicit:
+    implicit, run = IMPLICIT_GEMM and native.conv_runs(x, cout), chunk
+    if implicit:  # no columns: chunks by the padded input (the backward keeps `chunk`, which fixes its sums)
         w, b = xp.ascontiguousarray(w), None if b is None else xp.ascontiguousarray(b)
+        padded_bytes = (h + sum(pads[0])) * (wd + sum(pads[1])) * cin * x.dtype.itemsize
+        run = max(chunk, min(n, CHUNK_IMAGES, CHUNK_BYTES // 2 // padded_bytes))
 
     def run_chunk(start: int, stop: int, worker: int) -> None:
         x_pad = _padded(bufs, x, start, stop, pads, f"pad{worker}")
@@ -132,7 +134,7 @@ def conv2d_forward_chunked(
         if relu:
             xp.maximum(dst, 0.0, out=dst)
 
-    map_chunks(run_chunk, n, chunk, cpu_workers())
+    map_chunks(run_chunk, n, run, cpu_workers())
     return out, ChunkedConvCache(x, w, strides, pads, out_hw, chunk)
 
 
