@@ -179,3 +179,23 @@ def test_threads_1_and_2_give_the_same_bits(geometry, monkeypatch):
     (out1, dx1, g1), (out2, dx2, g2) = results
     assert np.array_equal(out1, out2) and np.array_equal(dx1, dx2)
     assert all(np.array_equal(_bits(g1[k]), _bits(g2[k])) for k in g1)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(777, 48), (5, 6), (1, 16), (0, 16)])
+def test_relu_grad_and_bias_sum_give_numpys_bits(shape, dtype):
+    """native_conv.h's relu_grad and column_sum against multiply(dout, out > 0) and sum(axis=0), specials too."""
+    rng = np.random.default_rng(7)
+    dout, out = rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape).astype(dtype)
+    if dout.size > 8:
+        dout.flat[:4] = [np.nan, np.inf, -np.inf, -0.0]
+        out.flat[:8] = [-1.0, -1.0, 0.0, -2.0, np.nan, 0.0, -0.0, 1.0]
+    d = np.empty_like(dout)
+    native.relu_grad(dout, out, d)
+    view = f"u{d.itemsize}"
+    with np.errstate(invalid="ignore"):  # inf · 0
+        want = np.multiply(dout, out > 0)
+    np.testing.assert_array_equal(d.view(view), want.view(view))
+    db = np.empty(shape[1], dtype)
+    native.column_sum(d, db)
+    np.testing.assert_array_equal(db.view(view), d.sum(axis=0).view(view))

@@ -84,6 +84,8 @@ def _load() -> ctypes.CDLL | None:
                 ("avg_pool_forward", [pointer, pointer, pool, pointer]),
                 ("avg_pool_backward", [pointer, pointer, pool, pointer]),
                 ("col2im", [pointer, pool, pointer]),
+                ("relu_grad", [pointer, pointer, ctypes.c_int64, pointer]),
+                ("column_sum", [pointer, ctypes.c_int64, ctypes.c_int64, pointer]),
             ):
                 fn = getattr(lib, f"{name}_{suffix}")
                 fn.argtypes, fn.restype = args, ctypes.c_int
@@ -287,6 +289,27 @@ def col2im(dcols: np.ndarray, g: PoolGeometry, dx: np.ndarray) -> None:
         _address(dx, x_shape, dx.dtype, "dx"),
     )
     _check(code, "col2im")
+
+
+def relu_grad(dout: np.ndarray, out: np.ndarray, d: np.ndarray) -> None:
+    """d = dout · (out > 0), the ReLU's gradient from its output, in one pass (native_conv.h): the bits of
+    numpy.multiply(dout, out > 0). All three C-contiguous of one shape and dtype."""
+    fn = getattr(_load(), f"relu_grad_{_SUFFIX[d.dtype]}")
+    code = fn(
+        _address(dout, d.shape, d.dtype, "dout"),
+        _address(out, d.shape, d.dtype, "out"),
+        d.size,
+        _address(d, d.shape, d.dtype, "d"),
+    )
+    _check(code, "relu_grad")
+
+
+def column_sum(d: np.ndarray, db: np.ndarray) -> None:
+    """db (c,) = d (n, c) summed over its rows in order, the bits of d.sum(axis=0) (native_conv.h), where NumPy
+    ran at ~9 GB/s on this reduction."""
+    n, c = d.shape
+    fn = getattr(_load(), f"column_sum_{_SUFFIX[d.dtype]}")
+    _check(fn(_address(d, (n, c), d.dtype, "d"), n, c, _address(db, (c,), d.dtype, "db")), "column_sum")
 
 
 # ---- float32 GEMM (native_gemm.h) ------------------------------------------------------------------------------

@@ -156,7 +156,7 @@ def conv2d_backward_chunked(
     chunk, bufs = cache.chunk, _Buffers(owner)
     d_rows = xp.ascontiguousarray(dout).reshape(n, oh * ow, cout)
     if relu_out is not None:
-        out_rows, d_rows = relu_out.reshape(n, oh * ow, cout), xp.empty_like(d_rows)
+        out_rows, d_rows = xp.ascontiguousarray(relu_out).reshape(n, oh * ow, cout), xp.empty_like(d_rows)
         dout_rows = xp.ascontiguousarray(dout).reshape(n, oh * ow, cout)
     # dWᵀ = gᵀ · cols per chunk, channel-major: the AVX-512 GEMM then reads each 64-column panel of the columns
     # once from cache for all channels, where colsᵀ · g streamed all the columns again for every 6 taps (the
@@ -167,7 +167,9 @@ def conv2d_backward_chunked(
 
     def run_chunk(start: int, stop: int, worker: int) -> None:
         x_pad = _padded(bufs, x, start, stop, cache.pads, f"pad{worker}")
-        if relu_out is not None:  # the ReLU's gradient, kernels.relu_grad's formula
+        if relu_out is not None and native.takes(d_rows) and out_rows.dtype == d_rows.dtype:  # one pass, same bits
+            native.relu_grad(dout_rows[start:stop], out_rows[start:stop], d_rows[start:stop])
+        elif relu_out is not None:  # the ReLU's gradient, kernels.relu_grad's formula
             xp.multiply(dout_rows[start:stop], out_rows[start:stop] > 0, out=d_rows[start:stop])
         g = d_rows[start:stop].reshape(-1, cout)
         part = partial_dw[start // chunk]
@@ -182,7 +184,17 @@ def conv2d_backward_chunked(
     for part in partial_dw[1:]:  # in chunk order: the sum does not depend on the number of workers
         dw += part
     dw = xp.ascontiguousarray(dw.T).reshape(w.shape)
-    return dx, {"w": dw, "b": d_rows.reshape(-1, cout).sum(axis=0)}
+    return dx, {"w": dw, "b": _bias_grad(d_rows.reshape(-1, cout))}
+
+
+def _bias_grad(d: Array) -> Array:
+    """db = d (rows, cout) summed over its rows: native_conv.h's in-order sum where it runs (the same bits as
+    NumPy's, at memory speed), else NumPy's."""
+    if not native.takes(d) or not d.flags.c_contiguous:
+        return d.sum(axis=0)
+    db = get_backend().xp.empty(d.shape[1], dtype=d.dtype)
+    native.column_sum(d, db)
+    return db
 
 
 def _weight_grad(bufs: _Buffers, x_pad: Array, k_hw, strides, out_hw, g: Array, dwt: Array, worker: int) -> bool:
