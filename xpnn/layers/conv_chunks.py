@@ -96,13 +96,15 @@ def _matmul(a: Array, b: Array, out: Array) -> None:
 
 def outruns_pool_unit(conv, pool) -> bool:
     """Whether Conv2D → ReLU → MaxPool2D runs faster as a ConvRelu unit (this module's implicit conv, ReLU in
-    its epilogue) and then the pool layer than as fused.ConvReluPool: float32 on AVX-512 with cout a multiple
-    of 16 and pool windows of at most 4 cells (VGG-style 2x2: forward 16.3 against 20.0 ms, backward 36 against
-    42 ms at 32x32x32 -> 32, batch 128, one thread); larger pools keep the fused unit, whose backward works on
-    the window winners only."""
+    its epilogue) and then the pool layer than as fused.ConvReluPool: float32 on AVX-512 with cin and cout
+    multiples of 16 (the whole backward in place too) and pool windows of at most 4 cells (VGG-style 2x2:
+    forward 16.3 against 20.0 ms, backward 36 against 42 ms at 32x32x32 -> 32, batch 128, one thread); larger
+    pools and other channel counts (LeNet's 6 -> 16: backward 2.1 against 0.8 ms) keep the fused unit, whose
+    backward works on the window winners only."""
     w = getattr(conv, "params", {}).get("w")
-    small = pool.pool_size[0] * pool.pool_size[1] <= 4
-    return IMPLICIT_GEMM and small and w is not None and native.conv_runs(w, w.shape[-1])
+    if w is None or w.ndim != 4 or w.shape[2] % 16 or pool.pool_size[0] * pool.pool_size[1] > 4:
+        return False
+    return IMPLICIT_GEMM and native.conv_runs(w, w.shape[-1])
 
 
 def chunk_images(n: int, out_hw, k: int, itemsize: int) -> int:
