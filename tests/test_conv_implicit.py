@@ -199,28 +199,3 @@ def test_relu_grad_and_bias_sum_give_numpys_bits(shape, dtype):
     db = np.empty(shape[1], dtype)
     native.column_sum(d, db)
     np.testing.assert_array_equal(db.view(view), d.sum(axis=0).view(view))
-
-
-def test_a_small_pool_after_an_implicit_conv_runs_on_its_own():
-    """plan() keeps Conv2D → ReLU → MaxPool2D(2) out of ConvReluPool where the implicit conv runs (float32, cout
-    16k, AVX-512): ConvRelu then the pool layer, the layers' bits; float64, cin 3 and 8x8 pools keep the fused
-    unit."""
-    from xpnn import Dense, Flatten, MaxPool2D, ReLU, get_loss
-    from xpnn.layers.fused import plan
-
-    def model(dtype, pool, cin=16):
-        layers = [Conv2D(16, 3, padding="same"), ReLU(), MaxPool2D(pool), Flatten(), Dense(3)]
-        return Sequential(layers, dtype=dtype).build((16, 16, cin), seed=4)
-
-    names = [type(u).__name__ for u in plan(model("float32", 2).layers)]
-    assert names == (["ConvRelu", "Single", "Single", "Single"] if _avx512() else ["ConvReluPool", "Single", "Single"])
-    assert type(plan(model("float64", 2).layers)[0]).__name__ == "ConvReluPool"
-    assert type(plan(model("float32", 8).layers)[0]).__name__ == "ConvReluPool"
-    assert type(plan(model("float32", 2, cin=3).layers)[0]).__name__ == "ConvReluPool"
-    net = model("float32", 2)
-    rng = np.random.default_rng(5)
-    x, y = rng.standard_normal((6, 16, 16, 16)).astype(np.float32), np.eye(3, dtype=np.float32)[rng.integers(0, 3, 6)]
-    loss = get_loss("softmax_cross_entropy")
-    fused, layered = net.run_pass(x, y, loss), net.run_pass(x, y, loss, record=True)
-    assert np.array_equal(fused.logits, layered.logits)
-    assert all(np.array_equal(a, b) for a, b in zip(fused.grads, layered.grads))

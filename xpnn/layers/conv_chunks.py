@@ -94,19 +94,6 @@ def _matmul(a: Array, b: Array, out: Array) -> None:
         get_backend().xp.matmul(a, b, out=out)
 
 
-def outruns_pool_unit(conv, pool) -> bool:
-    """Whether Conv2D → ReLU → MaxPool2D runs faster as a ConvRelu unit (this module's implicit conv, ReLU in
-    its epilogue) and then the pool layer than as fused.ConvReluPool: float32 on AVX-512 with cin and cout
-    multiples of 16 (the whole backward in place too) and pool windows of at most 4 cells (VGG-style 2x2:
-    forward 16.3 against 20.0 ms, backward 36 against 42 ms at 32x32x32 -> 32, batch 128, one thread); larger
-    pools and other channel counts (LeNet's 6 -> 16: backward 2.1 against 0.8 ms) keep the fused unit, whose
-    backward works on the window winners only."""
-    w = getattr(conv, "params", {}).get("w")
-    if w is None or w.ndim != 4 or w.shape[2] % 16 or pool.pool_size[0] * pool.pool_size[1] > 4:
-        return False
-    return IMPLICIT_GEMM and native.conv_runs(w, w.shape[-1])
-
-
 def chunk_images(n: int, out_hw, k: int, itemsize: int) -> int:
     """Images per chunk for a batch of n whose conv outputs out_hw each read k values: ~CHUNK_BYTES of columns."""
     return max(1, min(n, CHUNK_IMAGES, CHUNK_BYTES // (out_hw[0] * out_hw[1] * k * itemsize)))

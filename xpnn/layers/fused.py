@@ -431,12 +431,7 @@ def plan(layers: list[Layer], fuse: bool = True) -> list:
     Conv2D → ReLU pairs (CPU)."""
     units, i = [], 0
     while i < len(layers):
-        if (
-            fuse
-            and i + 2 < len(layers)
-            and ConvReluPool.applies(*layers[i : i + 3])
-            and not conv_chunks.outruns_pool_unit(layers[i], layers[i + 2])  # then ConvRelu, and the pool alone
-        ):
+        if fuse and i + 2 < len(layers) and ConvReluPool.applies(*layers[i : i + 3]):
             units.append(ConvReluPool(*layers[i : i + 3]))
             i += 3
         elif fuse and i + 1 < len(layers) and ConvRelu.applies(*layers[i : i + 2]):
