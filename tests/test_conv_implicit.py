@@ -31,7 +31,7 @@ GEOMETRIES = [
     ((17, 15, 5), 48, 3, 3, "valid"),
     ((9, 9, 32), 64, 3, 1, "same"),
     ((10, 7, 32), 32, (3, 2), (2, 1), "same"),
-    ((11, 11, 3), 10, 3, 1, "valid"),  # cout not a multiple of 16: both copy columns
+    ((11, 11, 3), 10, 3, 1, "valid"),  # cout not a multiple of 16: the last vector masked
     ((7, 9, 16), 16, (2, 3), (1, 2), "valid"),
     ((15, 15, 32), 48, 5, 2, "same"),  # fw·cin a multiple of 16: the weight gradient runs in place too
     ((8, 8, 4), 64, 4, 1, "same"),  # fw·cin = 16
@@ -40,6 +40,7 @@ GEOMETRIES = [
     ((6, 5, 48), 16, 3, 2, "valid"),  # 48 channels: input-gradient panels of 32 and 16
     ((3, 3, 64), 16, 3, 1, "same"),  # rows shorter than the kernel
 ]
+MORE_COUT = [((7, 8, 3), 7, 3, 1, "same"), ((9, 9, 16), 40, 3, 2, "valid"), ((6, 6, 5), 58, 2, 1, "same")]
 
 
 def _bits(a: np.ndarray) -> np.ndarray:
@@ -65,7 +66,7 @@ def _run(conv, x, relu, implicit, monkeypatch):
 
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("use_bias", [True, False])
-@pytest.mark.parametrize("geometry", GEOMETRIES)
+@pytest.mark.parametrize("geometry", GEOMETRIES + MORE_COUT)
 def test_implicit_conv_gives_the_im2col_bits(geometry, use_bias, relu, monkeypatch):
     monkeypatch.setattr(conv_chunks, "CHUNK_BYTES", 1 << 13)  # several chunks per batch
     shape, filters, kernel, strides, padding = geometry
@@ -73,27 +74,24 @@ def test_implicit_conv_gives_the_im2col_bits(geometry, use_bias, relu, monkeypat
     x = np.random.default_rng(1).standard_normal((5, *shape)).astype(np.float32)
     got = _run(conv, x, relu, True, monkeypatch)
     want = _run(conv, x, relu, False, monkeypatch)
-    for a, b in zip(got[:2], want[:2]):
-        np.testing.assert_array_equal(_bits(a), _bits(b))
+    blas = _avx512() and filters % 16 != 0  # the im2col path's BLAS sums in its own order: see the tests below
     assert set(got[2]) == set(want[2])
-    for key in got[2]:
-        if key == "w" and _taps_path(conv):  # the im2col path's BLAS sums in its own order: see the test below
-            scale = np.abs(want[2][key]).max()
-            np.testing.assert_allclose(got[2][key], want[2][key], rtol=1e-5, atol=1e-5 * scale)
+    pairs = [("out", got[0], want[0]), ("dx", got[1], want[1])] + [(k, got[2][k], want[2][k]) for k in got[2]]
+    for key, a, b in pairs:
+        if blas or (key == "w" and _taps_path(conv)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max())
         else:
-            np.testing.assert_array_equal(_bits(got[2][key]), _bits(want[2][key]))
+            np.testing.assert_array_equal(_bits(a), _bits(b))
 
 
 def _taps_path(conv: Conv2D) -> bool:
-    """Whether the weight gradient runs conv_weight_grad_taps: window rows not whole vectors, cout 16k."""
-    fw, cin, cout = conv.params["w"].shape[1:]
-    return _avx512() and (fw * cin) % 16 != 0 and cout % 16 == 0
+    """Whether the weight gradient runs conv_weight_grad_taps: window rows not whole vectors."""
+    fw, cin = conv.params["w"].shape[1:3]
+    return _avx512() and (fw * cin) % 16 != 0
 
 
-@pytest.mark.skipif(not _avx512(), reason="no AVX-512F: the implicit kernels do not run")
-@pytest.mark.parametrize("geometry", [g for g in GEOMETRIES if g[1] % 16 == 0])
-def test_tap_major_weight_gradient_gives_the_gemm_bits(geometry):
-    """conv_weight_grad_taps on a padded chunk against native_gemm.h on its copied columns' transpose."""
+def _chunk(geometry, seed=4):
+    """A padded chunk of 3 images for `geometry`, its layer, the output size and the im2col columns."""
     from xpnn.layers.padding import output_size, pads_2d
 
     shape, filters, kernel, strides, padding = geometry
@@ -101,25 +99,58 @@ def test_tap_major_weight_gradient_gives_the_gemm_bits(geometry):
     (fh, fw), (sh, sw) = conv.kernel_size, conv.strides
     out_hw = (output_size(shape[0], fh, sh, padding), output_size(shape[1], fw, sw, padding))
     (top, bottom), (left, right) = pads_2d(shape[:2], (fh, fw), (sh, sw), padding)
-    rng = np.random.default_rng(4)
     x_pad = np.zeros((3, shape[0] + top + bottom, shape[1] + left + right, shape[2]), np.float32)
-    x_pad[:, top : top + shape[0], left : left + shape[1]] = rng.standard_normal((3, *shape))
-    g = rng.standard_normal((3 * out_hw[0] * out_hw[1], filters)).astype(np.float32)
-    cols = conv_chunks.window_view(x_pad, (fh, fw), (sh, sw), out_hw).reshape(len(g), -1)
-    want = np.empty((cols.shape[1], filters), np.float32)
-    assert native.gemm(cols.T, g, want)
-    got = np.full_like(want, np.nan)
-    assert native.conv_weight_grad_taps(x_pad, (fh, fw), (sh, sw), out_hw, g, got)
-    np.testing.assert_array_equal(_bits(got), _bits(want))
+    x_pad[:, top : top + shape[0], left : left + shape[1]] = np.random.default_rng(seed).standard_normal((3, *shape))
+    cols = conv_chunks.window_view(x_pad, (fh, fw), (sh, sw), out_hw).reshape(3 * out_hw[0] * out_hw[1], -1)
+    return conv, x_pad, out_hw, cols
+
+
+def _whole_vectors(a: np.ndarray) -> np.ndarray:
+    """a (rows, c) with zero columns up to a multiple of 16, which native_gemm.h takes (the same sums per column)."""
+    out = np.zeros((a.shape[0], -(-a.shape[1] // 16) * 16), a.dtype)
+    out[:, : a.shape[1]] = a
+    return out
+
+
+@pytest.mark.skipif(not _avx512(), reason="no AVX-512F: the implicit kernels do not run")
+@pytest.mark.parametrize("geometry", GEOMETRIES + MORE_COUT)
+def test_tap_major_weight_gradient_gives_the_gemm_bits(geometry):
+    """conv_weight_grad_taps on a padded chunk against native_gemm.h on its copied columns' transpose."""
+    conv, x_pad, out_hw, cols = _chunk(geometry)
+    filters = geometry[1]
+    g = np.random.default_rng(5).standard_normal((len(cols), filters)).astype(np.float32)
+    want = np.empty((cols.shape[1], -(-filters // 16) * 16), np.float32)
+    assert native.gemm(cols.T, _whole_vectors(g), want)
+    got = np.full((cols.shape[1], filters), np.nan, np.float32)
+    assert native.conv_weight_grad_taps(x_pad, conv.kernel_size, conv.strides, out_hw, g, got)
+    np.testing.assert_array_equal(_bits(got), _bits(want[:, :filters]))
+
+
+@pytest.mark.skipif(not _avx512(), reason="no AVX-512F: the implicit kernels do not run")
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("geometry", GEOMETRIES + MORE_COUT)
+def test_implicit_forward_gives_the_gemm_bits_for_any_cout(geometry, relu):
+    """conv_gemm (cout's last vector masked) against native_gemm.h on the columns with the kernel's cout padded
+    by zeros to whole vectors, then + b and max(·, 0) as the NumPy path does."""
+    conv, x_pad, out_hw, cols = _chunk(geometry)
+    w, b = conv.params["w"], conv.params["b"]
+    filters = w.shape[3]
+    full = np.empty((len(cols), -(-filters // 16) * 16), np.float32)
+    assert native.gemm(cols, _whole_vectors(w.reshape(-1, filters)), full)
+    want = full[:, :filters] + b
+    if relu:
+        want = np.maximum(want, 0.0)
+    got = np.full((3, *out_hw, filters), np.nan, np.float32)
+    assert native.conv_gemm(x_pad, w, b, conv.strides, out_hw, relu, got)
+    np.testing.assert_array_equal(_bits(got.reshape(want.shape)), _bits(want))
 
 
 def test_the_kernels_run_where_they_should():
-    """conv_gemm takes cout 16k float32 on AVX-512, conv_weight_grad fw·cin 16k; both refuse the rest."""
+    """conv_gemm takes float32 on AVX-512, conv_weight_grad fw·cin 16k, conv_input_grad cin 16k; not the rest."""
     x = np.zeros((2, 6, 6, 3), np.float32)
     out = np.full((2, 4, 4, 16), np.nan, np.float32)
     ran = native.conv_gemm(x, np.ones((3, 3, 3, 16), np.float32), None, (1, 1), (4, 4), False, out)
     assert ran == _avx512() and (not ran or (out == 0).all())
-    assert not native.conv_gemm(x, np.ones((3, 3, 3, 10), np.float32), None, (1, 1), (4, 4), False, out[..., :10])
     assert not native.conv_gemm(x.astype(np.float64), np.ones((3, 3, 3, 16)), None, (1, 1), (4, 4), False, out)
     assert not native.conv_gemm(x, np.ones((3, 3, 3, 16), np.float32), None, (1, 1), (5, 4), False, out)
     dwt = np.empty((16, 27), np.float32)
@@ -166,7 +197,7 @@ def test_a_nan_survives_the_relu_epilogue(monkeypatch):
     np.testing.assert_array_equal(_bits(got), _bits(want))
 
 
-@pytest.mark.parametrize("geometry", [GEOMETRIES[0], GEOMETRIES[4], GEOMETRIES[7]])
+@pytest.mark.parametrize("geometry", [GEOMETRIES[0], GEOMETRIES[4], GEOMETRIES[7], MORE_COUT[2]])
 def test_threads_1_and_2_give_the_same_bits(geometry, monkeypatch):
     monkeypatch.setattr(conv_chunks, "CHUNK_BYTES", 1 << 13)
     shape, filters, kernel, strides, padding = geometry

@@ -145,7 +145,7 @@ int gemm_f32(const float *a, int64_t a_row, int64_t a_col, const float *b, float
 /* The chunked conv without the im2col copy (native_igemm.h), float32 (conv_avx512_runs: whether they run here): out (m, out_h, out_w, cout) = conv(x, w)
  * (+ bias, NULL for none) (then max(·, 0) when relu), x the padded chunk (m, hp, wp, cin), w (fh·fw·cin, cout);
  * and dwt (cout, fh·fw·cin) = Σ over the chunk's pixels of grad · columns. Each returns 0, or -1 where it does
- * not run (no AVX-512F, xpnn_avx512 = 0, cout or fw·cin not a multiple of 16): the caller then copies columns. */
+ * not run (no AVX-512F, xpnn_avx512 = 0, and for dwt fw·cin not a multiple of 16): the caller then copies columns. */
 int conv_avx512_runs(void) { return xpnn_avx512 && gemm_takes(); }
 
 int conv_gemm_f32(const float *x, const struct ConvGeometry *g, const float *w, const float *bias, int relu, float *out)
@@ -158,9 +158,8 @@ int conv_weight_grad_f32(const float *x, const struct ConvGeometry *g, const flo
     return xpnn_avx512 ? conv_weight_grad_avx512(x, g, grad, dwt) : -1;
 }
 
-/* dw (fh·fw·cin, cout) = Σ over the chunk's pixels of the columns' transpose · grad, for any fw·cin (the taps
- * broadcast, cout in vectors: native_igemm.h); -1 where it does not run (no AVX-512F, xpnn_avx512 = 0, cout not a
- * multiple of 16). */
+/* dw (fh·fw·cin, cout) = Σ over the chunk's pixels of the columns' transpose · grad, for any fw·cin and cout (the
+ * taps broadcast, cout in vectors: native_igemm.h); -1 where it does not run (no AVX-512F, xpnn_avx512 = 0). */
 int conv_weight_grad_taps_f32(const float *x, const struct ConvGeometry *g, const float *grad, float *dw)
 {
     return xpnn_avx512 ? conv_weight_grad_taps_avx512(x, g, grad, dw) : -1;

@@ -351,9 +351,9 @@ def _conv_geometry(x_pad: np.ndarray, k_hw, strides, out_hw, cout: int) -> ConvG
 
 def conv_runs(x: np.ndarray, cout: int) -> bool:
     """Whether `conv_gemm` runs a float32 conv with cout outputs on `x` here (AVX-512F and the switch on), so
-    that the caller can size its chunks for no columns."""
+    that the caller can size its chunks for no columns (any cout > 0)."""
     lib = _load() if takes(x) else None
-    return lib is not None and x.dtype == np.float32 and cout % 16 == 0 and lib.conv_avx512_runs() == 1
+    return lib is not None and x.dtype == np.float32 and cout > 0 and lib.conv_avx512_runs() == 1
 
 
 def conv_gemm(
@@ -362,11 +362,11 @@ def conv_gemm(
     """out (m, out_h, out_w, cout) = the im2col columns of x_pad (m, hp, wp, cin) · w (fh, fw, cin, cout), + b,
     then max(·, 0) with `relu`, read from x_pad in place; True where it ran, False (out untouched) where not.
 
-    It runs for float32 with cout a multiple of 16 on a CPU with AVX-512F and the switch on, and gives the bits
-    of `gemm` on the copied columns, then `out += b` and `maximum(out, 0.0)` (native_igemm.h).
+    It runs for float32 on a CPU with AVX-512F and the switch on, and gives the bits of `gemm` on the copied
+    columns (cout padded to whole vectors), then `out += b` and `maximum(out, 0.0)` (native_igemm.h).
     """
     lib, cout, f32 = _load(), w.shape[-1], np.dtype(np.float32)
-    if lib is None or w.ndim != 4 or cout % 16 or w.shape[2] != x_pad.shape[-1]:
+    if lib is None or w.ndim != 4 or cout < 1 or w.shape[2] != x_pad.shape[-1]:
         return False
     if w.dtype != f32 or (b is not None and b.dtype != f32) or out.dtype != f32:
         return False
@@ -407,9 +407,9 @@ def conv_weight_grad(x_pad: np.ndarray, k_hw, strides, out_hw, grad: np.ndarray,
 def conv_weight_grad_taps(x_pad: np.ndarray, k_hw, strides, out_hw, grad: np.ndarray, dw: np.ndarray) -> bool:
     """dw (fh·fw·cin, cout) = the im2col columns of x_padᵀ · grad (m·out_h·out_w, cout), each value one in-order
     sum over the pixels (the bits of `gemm(cols.T, grad, dw)`), for window rows fw·cin of any length; True where
-    it ran, False (dw untouched) where not: float32, cout a multiple of 16, AVX-512F and the switch on."""
+    it ran, False (dw untouched) where not: float32, AVX-512F and the switch on."""
     lib, f32 = _load(), np.dtype(np.float32)
-    if lib is None or grad.ndim != 2 or grad.shape[1] % 16 or grad.dtype != f32 or dw.dtype != f32:
+    if lib is None or grad.ndim != 2 or grad.shape[1] < 1 or grad.dtype != f32 or dw.dtype != f32:
         return False
     cout = grad.shape[1]
     g = _conv_geometry(x_pad, k_hw, strides, out_hw, cout)

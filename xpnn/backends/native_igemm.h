@@ -29,7 +29,7 @@ struct ConvGeometry {
 #define IGEMM_BLOCK(R, V)                                                                                    \
     __attribute__((target("avx512f"))) static void igemm_block_##R##_##V(                                     \
         const float *x, int64_t step, int64_t row, int64_t run, int64_t fh, const float *w, int64_t ldw,       \
-        const float *bias, int relu, float *c, int64_t ldc)                                                   \
+        const float *bias, int relu, float *c, int64_t ldc, __mmask16 last)                                   \
     {                                                                                                         \
         __m512 acc[R][V];                                                                                     \
         for (int r = 0; r < R; r++)                                                                           \
@@ -40,7 +40,7 @@ struct ConvGeometry {
             for (int64_t t = 0; t < run; t++, w += ldw) {                                                     \
                 __m512 bv[V];                                                                                 \
                 for (int v = 0; v < V; v++)                                                                   \
-                    bv[v] = _mm512_loadu_ps(w + 16 * v);                                                      \
+                    bv[v] = _mm512_maskz_loadu_ps(v < V - 1 ? (__mmask16)0xFFFF : last, w + 16 * v);          \
                 for (int r = 0; r < R; r++) {                                                                 \
                     const __m512 av = _mm512_set1_ps(xi[r * step + t]);                                       \
                     for (int v = 0; v < V; v++)                                                               \
@@ -51,17 +51,18 @@ struct ConvGeometry {
         const __m512 zero = _mm512_setzero_ps();                                                              \
         for (int r = 0; r < R; r++)                                                                           \
             for (int v = 0; v < V; v++) {                                                                     \
+                const __mmask16 lanes = v < V - 1 ? (__mmask16)0xFFFF : last;                                 \
                 __m512 y = acc[r][v];                                                                         \
                 if (bias)                                                                                     \
-                    y = _mm512_add_ps(y, _mm512_loadu_ps(bias + 16 * v));                                     \
+                    y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(lanes, bias + 16 * v));                        \
                 if (relu) /* max(0, y) returns y when y is NaN, as numpy.maximum does */                     \
                     y = _mm512_max_ps(zero, y);                                                               \
-                _mm512_storeu_ps(c + r * ldc + 16 * v, y);                                                    \
+                _mm512_mask_storeu_ps(c + r * ldc + 16 * v, lanes, y);                                        \
             }                                                                                                 \
     }
 
 typedef void (*IgemmBlock)(const float *, int64_t, int64_t, int64_t, int64_t, const float *, int64_t, const float *,
-                           int, float *, int64_t);
+                           int, float *, int64_t, __mmask16);
 
 IGEMM_BLOCK(1, 4) IGEMM_BLOCK(2, 4) IGEMM_BLOCK(3, 4) IGEMM_BLOCK(4, 4) IGEMM_BLOCK(5, 4) IGEMM_BLOCK(6, 4)
 IGEMM_BLOCK(1, 2) IGEMM_BLOCK(2, 2) IGEMM_BLOCK(3, 2) IGEMM_BLOCK(4, 2) IGEMM_BLOCK(5, 2) IGEMM_BLOCK(6, 2)
@@ -79,10 +80,13 @@ static const IgemmBlock igemm_blocks_1[12] = {igemm_block_1_1, igemm_block_2_1, 
                                               igemm_block_5_1, igemm_block_6_1,  igemm_block_7_1,  igemm_block_8_1,
                                               igemm_block_9_1, igemm_block_10_1, igemm_block_11_1, igemm_block_12_1};
 
-/* One panel of `width` (64, 32 or 16) output channels from channel j, over every output pixel of the chunk. */
+/* One panel of `width` (64, 32 or 16) output channels from channel j, over every output pixel of the chunk; its
+ * last vector's lanes past cout (a cout that is not a multiple of 16) are neither read nor written. */
 static void igemm_panel(const float *x, const struct ConvGeometry *g, const float *w, const float *bias, int relu, float *out,
                         int64_t j, int64_t width)
 {
+    const int64_t tail = g->cout - (j + width - 16); /* lanes of the last vector inside cout: 16 but at the end */
+    const __mmask16 last = tail >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << tail) - 1);
     const IgemmBlock *blocks = width == 64 ? igemm_blocks_4 : width == 32 ? igemm_blocks_2 : igemm_blocks_1;
     const int64_t r_max = width == 64 ? 6 : 12;
     const int64_t nblocks = (g->out_w + r_max - 1) / r_max;
@@ -95,26 +99,32 @@ static void igemm_panel(const float *x, const struct ConvGeometry *g, const floa
             for (int64_t k = 0; k < nblocks; k++) { /* sizes differ by at most one, larger first */
                 const int64_t r = g->out_w / nblocks + (k < g->out_w % nblocks);
                 blocks[r - 1](xrow + ox * step, step, row, run, g->fh, w + j, g->cout, bias ? bias + j : NULL, relu,
-                              orow + ox * g->cout, g->cout);
+                              orow + ox * g->cout, g->cout, last);
                 ox += r;
             }
         }
 }
 
-/* out = conv(x, w) (+ bias) (then ReLU) as above; returns 0, or -1 (nothing written) when the CPU lacks
- * AVX-512F or cout is not a multiple of 16. */
+/* The next panel's width at channel j of cout: 64 while that many remain, then 32 and 16 (the last one may
+ * reach past cout by up to 15 lanes, masked). */
+static int64_t panel_width(int64_t j, int64_t cout)
+{
+    const int64_t left = cout - j;
+    return left >= 64 ? 64 : left > 16 ? 32 : 16;
+}
+
+/* out = conv(x, w) (+ bias) (then ReLU) as above, any cout; returns 0, or -1 (nothing written) when the CPU
+ * lacks AVX-512F. */
 static int conv_forward_avx512(const float *x, const struct ConvGeometry *g, const float *w, const float *bias, int relu,
                                float *out)
 {
-    if (!gemm_takes() || g->cout % 16 != 0)
+    if (!gemm_takes())
         return -1;
-    int64_t j = 0;
-    for (; j + 64 <= g->cout; j += 64)
-        igemm_panel(x, g, w, bias, relu, out, j, 64);
-    for (; j + 32 <= g->cout; j += 32)
-        igemm_panel(x, g, w, bias, relu, out, j, 32);
-    for (; j < g->cout; j += 16)
-        igemm_panel(x, g, w, bias, relu, out, j, 16);
+    for (int64_t j = 0; j < g->cout;) {
+        const int64_t width = panel_width(j, g->cout);
+        igemm_panel(x, g, w, bias, relu, out, j, width);
+        j += width;
+    }
     return 0;
 }
 
@@ -202,7 +212,7 @@ static int conv_weight_grad_avx512(const float *x, const struct ConvGeometry *g,
  * pixels in order from +0 (the bits of native_gemm.h's product on the copied columns' transpose). */
 #define IGEMM_DWT_BLOCK(R, V)                                                                                \
     __attribute__((target("avx512f"))) static void igemm_dwt_block_##R##_##V(                                 \
-        const float *x, const struct ConvGeometry *g, const float *gr, float *c)                              \
+        const float *x, const struct ConvGeometry *g, const float *gr, float *c, __mmask16 last)              \
     {                                                                                                         \
         __m512 acc[R][V];                                                                                     \
         for (int r = 0; r < R; r++)                                                                           \
@@ -215,7 +225,7 @@ static int conv_weight_grad_avx512(const float *x, const struct ConvGeometry *g,
                 for (int64_t ox = 0; ox < g->out_w; ox++, px += step, gr += g->cout) {                        \
                     __m512 bv[V];                                                                             \
                     for (int v = 0; v < V; v++)                                                               \
-                        bv[v] = _mm512_loadu_ps(gr + 16 * v);                                                 \
+                        bv[v] = _mm512_maskz_loadu_ps(v < V - 1 ? (__mmask16)0xFFFF : last, gr + 16 * v);     \
                     for (int r = 0; r < R; r++) {                                                             \
                         const __m512 av = _mm512_set1_ps(px[r]);                                              \
                         for (int v = 0; v < V; v++)                                                           \
@@ -225,7 +235,7 @@ static int conv_weight_grad_avx512(const float *x, const struct ConvGeometry *g,
             }                                                                                                 \
         for (int r = 0; r < R; r++)                                                                           \
             for (int v = 0; v < V; v++)                                                                       \
-                _mm512_storeu_ps(c + r * g->cout + 16 * v, acc[r][v]);                                        \
+                _mm512_mask_storeu_ps(c + r * g->cout + 16 * v, v < V - 1 ? (__mmask16)0xFFFF : last, acc[r][v]); \
     }
 
 IGEMM_DWT_BLOCK(1, 4) IGEMM_DWT_BLOCK(2, 4) IGEMM_DWT_BLOCK(3, 4) IGEMM_DWT_BLOCK(4, 4) IGEMM_DWT_BLOCK(5, 4)
@@ -235,7 +245,7 @@ IGEMM_DWT_BLOCK(10, 2) IGEMM_DWT_BLOCK(11, 2) IGEMM_DWT_BLOCK(12, 2) IGEMM_DWT_B
 IGEMM_DWT_BLOCK(3, 1) IGEMM_DWT_BLOCK(4, 1) IGEMM_DWT_BLOCK(5, 1) IGEMM_DWT_BLOCK(6, 1) IGEMM_DWT_BLOCK(7, 1)
 IGEMM_DWT_BLOCK(8, 1) IGEMM_DWT_BLOCK(9, 1) IGEMM_DWT_BLOCK(10, 1) IGEMM_DWT_BLOCK(11, 1) IGEMM_DWT_BLOCK(12, 1)
 
-typedef void (*IgemmDwtBlock)(const float *, const struct ConvGeometry *, const float *, float *);
+typedef void (*IgemmDwtBlock)(const float *, const struct ConvGeometry *, const float *, float *, __mmask16);
 static const IgemmDwtBlock igemm_dwt_blocks_4[6] = {igemm_dwt_block_1_4, igemm_dwt_block_2_4, igemm_dwt_block_3_4,
                                                     igemm_dwt_block_4_4, igemm_dwt_block_5_4, igemm_dwt_block_6_4};
 static const IgemmDwtBlock igemm_dwt_blocks_2[12] = {
@@ -247,21 +257,22 @@ static const IgemmDwtBlock igemm_dwt_blocks_1[12] = {
     igemm_dwt_block_5_1,  igemm_dwt_block_6_1,  igemm_dwt_block_7_1, igemm_dwt_block_8_1,
     igemm_dwt_block_9_1,  igemm_dwt_block_10_1, igemm_dwt_block_11_1, igemm_dwt_block_12_1};
 
-/* dw (fh·fw·cin, cout) = colsᵀ · g as above; returns 0, or -1 (nothing written) when the CPU lacks AVX-512F or
- * cout is not a multiple of 16. */
+/* dw (fh·fw·cin, cout) = colsᵀ · g as above, any cout (the last vector masked); returns 0, or -1 (nothing
+ * written) when the CPU lacks AVX-512F. */
 static int conv_weight_grad_taps_avx512(const float *x, const struct ConvGeometry *g, const float *grad, float *dw)
 {
     const int64_t run = g->fw * g->cin, row = g->wp * g->cin;
-    if (!gemm_takes() || g->cout % 16 != 0)
+    if (!gemm_takes())
         return -1;
     for (int64_t j = 0; j < g->cout;) {
-        const int64_t width = g->cout - j >= 64 ? 64 : g->cout - j >= 32 ? 32 : 16;
+        const int64_t width = panel_width(j, g->cout), tail = g->cout - (j + width - 16);
+        const __mmask16 last = tail >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << tail) - 1);
         const IgemmDwtBlock *blocks = width == 64 ? igemm_dwt_blocks_4 : width == 32 ? igemm_dwt_blocks_2 : igemm_dwt_blocks_1;
         const int64_t r_max = width == 64 ? 6 : 12, nblocks = (run + r_max - 1) / r_max;
         for (int64_t i = 0; i < g->fh; i++)
             for (int64_t b = 0, t = 0; b < nblocks; b++) { /* taps t .. t + r - 1 of window row i */
                 const int64_t r = run / nblocks + (b < run % nblocks);
-                blocks[r - 1](x + i * row + t, g, grad + j, dw + (i * run + t) * g->cout + j);
+                blocks[r - 1](x + i * row + t, g, grad + j, dw + (i * run + t) * g->cout + j, last);
                 t += r;
             }
         j += width;
