@@ -68,7 +68,7 @@ def _load() -> ctypes.CDLL | None:
             lib.gemm_f32.argtypes = [pointer, *[ctypes.c_int64] * 2, pointer, pointer, *[ctypes.c_int64] * 3]
             lib.gemm_f32.restype = ctypes.c_int
             conv = ctypes.POINTER(ConvGeometry)
-            lib.conv_gemm_f32.argtypes = [pointer, conv, pointer, pointer, ctypes.c_int, pointer]
+            lib.conv_gemm_f32.argtypes = [pointer, conv, pointer, ctypes.c_int64, pointer, ctypes.c_int, pointer]
             lib.conv_gemm_f32.restype = ctypes.c_int
             lib.conv_weight_grad_f32.argtypes = [pointer, conv, pointer, pointer]
             lib.conv_weight_grad_f32.restype = ctypes.c_int
@@ -356,6 +356,17 @@ def conv_runs(x: np.ndarray, cout: int) -> bool:
     return lib is not None and x.dtype == np.float32 and cout > 0 and lib.conv_avx512_runs() == 1
 
 
+def _whole_vectors(a: np.ndarray) -> np.ndarray:
+    """a (rows, c) or (c,) itself when c is a multiple of 16, else a copy with zero channels up to one: the
+    AVX-512 kernels read whole 16-lane vectors, and a zero channel adds nothing to the others' sums."""
+    c = a.shape[-1]
+    if c % 16 == 0:
+        return a
+    out = np.zeros((*a.shape[:-1], c + 16 - c % 16), dtype=a.dtype)
+    out[..., :c] = a
+    return out
+
+
 def conv_gemm(
     x_pad: np.ndarray, w: np.ndarray, b: np.ndarray | None, strides, out_hw, relu: bool, out: np.ndarray
 ) -> bool:
@@ -373,11 +384,16 @@ def conv_gemm(
     g = _conv_geometry(x_pad, w.shape[:2], strides, out_hw, cout)
     if g is None:
         return False
+    k = g.fh * g.fw * g.cin
+    w_rows = _whole_vectors(np.ascontiguousarray(w).reshape(k, cout))
+    b_rows = None if b is None else _whole_vectors(np.ascontiguousarray(b))
+    ldw = w_rows.shape[1]
     code = lib.conv_gemm_f32(
         x_pad.ctypes.data,
         ctypes.byref(g),
-        _address(w, (g.fh, g.fw, g.cin, cout), f32, "w"),
-        None if b is None else _address(b, (cout,), f32, "b"),
+        _address(w_rows, (k, ldw), f32, "w"),
+        ldw,
+        None if b_rows is None else _address(b_rows, (ldw,), f32, "b"),
         int(relu),
         _address(out, (g.m, g.out_h, g.out_w, cout), f32, "out"),
     )
@@ -413,14 +429,19 @@ def conv_weight_grad_taps(x_pad: np.ndarray, k_hw, strides, out_hw, grad: np.nda
         return False
     cout = grad.shape[1]
     g = _conv_geometry(x_pad, k_hw, strides, out_hw, cout)
-    if g is None:
+    if g is None or dw.shape != (g.fh * g.fw * g.cin, cout):
         return False
+    grad_rows = _whole_vectors(grad)  # zero channels: their dw columns are dropped below
+    g.cout = grad_rows.shape[1]
+    dw_rows = dw if g.cout == cout else np.empty((dw.shape[0], g.cout), f32)
     code = lib.conv_weight_grad_taps_f32(
         x_pad.ctypes.data,
         ctypes.byref(g),
-        _address(grad, (g.m * g.out_h * g.out_w, cout), f32, "grad"),
-        _address(dw, (g.fh * g.fw * g.cin, cout), f32, "dw"),
+        _address(grad_rows, (g.m * g.out_h * g.out_w, g.cout), f32, "grad"),
+        _address(dw_rows, (g.fh * g.fw * g.cin, g.cout), f32, "dw"),
     )
+    if code == 0 and dw_rows is not dw:
+        dw[...] = dw_rows[:, :cout]
     return code == 0
 
 

@@ -40,7 +40,7 @@ struct ConvGeometry {
             for (int64_t t = 0; t < run; t++, w += ldw) {                                                     \
                 __m512 bv[V];                                                                                 \
                 for (int v = 0; v < V; v++)                                                                   \
-                    bv[v] = _mm512_maskz_loadu_ps(v < V - 1 ? (__mmask16)0xFFFF : last, w + 16 * v);          \
+                    bv[v] = _mm512_loadu_ps(w + 16 * v);                                                      \
                 for (int r = 0; r < R; r++) {                                                                 \
                     const __m512 av = _mm512_set1_ps(xi[r * step + t]);                                       \
                     for (int v = 0; v < V; v++)                                                               \
@@ -54,7 +54,7 @@ struct ConvGeometry {
                 const __mmask16 lanes = v < V - 1 ? (__mmask16)0xFFFF : last;                                 \
                 __m512 y = acc[r][v];                                                                         \
                 if (bias)                                                                                     \
-                    y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(lanes, bias + 16 * v));                        \
+                    y = _mm512_add_ps(y, _mm512_loadu_ps(bias + 16 * v));                                     \
                 if (relu) /* max(0, y) returns y when y is NaN, as numpy.maximum does */                     \
                     y = _mm512_max_ps(zero, y);                                                               \
                 _mm512_mask_storeu_ps(c + r * ldc + 16 * v, lanes, y);                                        \
@@ -81,9 +81,10 @@ static const IgemmBlock igemm_blocks_1[12] = {igemm_block_1_1, igemm_block_2_1, 
                                               igemm_block_9_1, igemm_block_10_1, igemm_block_11_1, igemm_block_12_1};
 
 /* One panel of `width` (64, 32 or 16) output channels from channel j, over every output pixel of the chunk; its
- * last vector's lanes past cout (a cout that is not a multiple of 16) are neither read nor written. */
-static void igemm_panel(const float *x, const struct ConvGeometry *g, const float *w, const float *bias, int relu, float *out,
-                        int64_t j, int64_t width)
+ * last vector's lanes past cout (a cout that is not a multiple of 16) are computed from w's zero padding and
+ * never stored. w rows are ldw floats apart. */
+static void igemm_panel(const float *x, const struct ConvGeometry *g, const float *w, int64_t ldw, const float *bias,
+                        int relu, float *out, int64_t j, int64_t width)
 {
     const int64_t tail = g->cout - (j + width - 16); /* lanes of the last vector inside cout: 16 but at the end */
     const __mmask16 last = tail >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << tail) - 1);
@@ -98,7 +99,7 @@ static void igemm_panel(const float *x, const struct ConvGeometry *g, const floa
             int64_t ox = 0;
             for (int64_t k = 0; k < nblocks; k++) { /* sizes differ by at most one, larger first */
                 const int64_t r = g->out_w / nblocks + (k < g->out_w % nblocks);
-                blocks[r - 1](xrow + ox * step, step, row, run, g->fh, w + j, g->cout, bias ? bias + j : NULL, relu,
+                blocks[r - 1](xrow + ox * step, step, row, run, g->fh, w + j, ldw, bias ? bias + j : NULL, relu,
                               orow + ox * g->cout, g->cout, last);
                 ox += r;
             }
@@ -113,16 +114,17 @@ static int64_t panel_width(int64_t j, int64_t cout)
     return left >= 64 ? 64 : left > 16 ? 32 : 16;
 }
 
-/* out = conv(x, w) (+ bias) (then ReLU) as above, any cout; returns 0, or -1 (nothing written) when the CPU
- * lacks AVX-512F. */
-static int conv_forward_avx512(const float *x, const struct ConvGeometry *g, const float *w, const float *bias, int relu,
-                               float *out)
+/* out = conv(x, w) (+ bias) (then ReLU) as above, any cout: w (fh·fw·cin, ldw) and bias (ldw) hold cout channels
+ * and zeros up to ldw, a multiple of 16; returns 0, or -1 (nothing written) when the CPU lacks AVX-512F or ldw
+ * is not a multiple of 16 at least cout. */
+static int conv_forward_avx512(const float *x, const struct ConvGeometry *g, const float *w, int64_t ldw,
+                               const float *bias, int relu, float *out)
 {
-    if (!gemm_takes())
+    if (!gemm_takes() || ldw % 16 != 0 || ldw < g->cout)
         return -1;
     for (int64_t j = 0; j < g->cout;) {
         const int64_t width = panel_width(j, g->cout);
-        igemm_panel(x, g, w, bias, relu, out, j, width);
+        igemm_panel(x, g, w, ldw, bias, relu, out, j, width);
         j += width;
     }
     return 0;
@@ -212,7 +214,7 @@ static int conv_weight_grad_avx512(const float *x, const struct ConvGeometry *g,
  * pixels in order from +0 (the bits of native_gemm.h's product on the copied columns' transpose). */
 #define IGEMM_DWT_BLOCK(R, V)                                                                                \
     __attribute__((target("avx512f"))) static void igemm_dwt_block_##R##_##V(                                 \
-        const float *x, const struct ConvGeometry *g, const float *gr, float *c, __mmask16 last)              \
+        const float *x, const struct ConvGeometry *g, const float *gr, float *c)                              \
     {                                                                                                         \
         __m512 acc[R][V];                                                                                     \
         for (int r = 0; r < R; r++)                                                                           \
@@ -225,7 +227,7 @@ static int conv_weight_grad_avx512(const float *x, const struct ConvGeometry *g,
                 for (int64_t ox = 0; ox < g->out_w; ox++, px += step, gr += g->cout) {                        \
                     __m512 bv[V];                                                                             \
                     for (int v = 0; v < V; v++)                                                               \
-                        bv[v] = _mm512_maskz_loadu_ps(v < V - 1 ? (__mmask16)0xFFFF : last, gr + 16 * v);     \
+                        bv[v] = _mm512_loadu_ps(gr + 16 * v);                                                 \
                     for (int r = 0; r < R; r++) {                                                             \
                         const __m512 av = _mm512_set1_ps(px[r]);                                              \
                         for (int v = 0; v < V; v++)                                                           \
@@ -235,7 +237,7 @@ static int conv_weight_grad_avx512(const float *x, const struct ConvGeometry *g,
             }                                                                                                 \
         for (int r = 0; r < R; r++)                                                                           \
             for (int v = 0; v < V; v++)                                                                       \
-                _mm512_mask_storeu_ps(c + r * g->cout + 16 * v, v < V - 1 ? (__mmask16)0xFFFF : last, acc[r][v]); \
+                _mm512_storeu_ps(c + r * g->cout + 16 * v, acc[r][v]);                                        \
     }
 
 IGEMM_DWT_BLOCK(1, 4) IGEMM_DWT_BLOCK(2, 4) IGEMM_DWT_BLOCK(3, 4) IGEMM_DWT_BLOCK(4, 4) IGEMM_DWT_BLOCK(5, 4)
@@ -245,7 +247,7 @@ IGEMM_DWT_BLOCK(10, 2) IGEMM_DWT_BLOCK(11, 2) IGEMM_DWT_BLOCK(12, 2) IGEMM_DWT_B
 IGEMM_DWT_BLOCK(3, 1) IGEMM_DWT_BLOCK(4, 1) IGEMM_DWT_BLOCK(5, 1) IGEMM_DWT_BLOCK(6, 1) IGEMM_DWT_BLOCK(7, 1)
 IGEMM_DWT_BLOCK(8, 1) IGEMM_DWT_BLOCK(9, 1) IGEMM_DWT_BLOCK(10, 1) IGEMM_DWT_BLOCK(11, 1) IGEMM_DWT_BLOCK(12, 1)
 
-typedef void (*IgemmDwtBlock)(const float *, const struct ConvGeometry *, const float *, float *, __mmask16);
+typedef void (*IgemmDwtBlock)(const float *, const struct ConvGeometry *, const float *, float *);
 static const IgemmDwtBlock igemm_dwt_blocks_4[6] = {igemm_dwt_block_1_4, igemm_dwt_block_2_4, igemm_dwt_block_3_4,
                                                     igemm_dwt_block_4_4, igemm_dwt_block_5_4, igemm_dwt_block_6_4};
 static const IgemmDwtBlock igemm_dwt_blocks_2[12] = {
@@ -257,22 +259,21 @@ static const IgemmDwtBlock igemm_dwt_blocks_1[12] = {
     igemm_dwt_block_5_1,  igemm_dwt_block_6_1,  igemm_dwt_block_7_1, igemm_dwt_block_8_1,
     igemm_dwt_block_9_1,  igemm_dwt_block_10_1, igemm_dwt_block_11_1, igemm_dwt_block_12_1};
 
-/* dw (fh·fw·cin, cout) = colsᵀ · g as above, any cout (the last vector masked); returns 0, or -1 (nothing
- * written) when the CPU lacks AVX-512F. */
+/* dw (fh·fw·cin, cout) = colsᵀ · g as above; returns 0, or -1 (nothing written) when the CPU lacks AVX-512F or
+ * cout is not a multiple of 16 (the caller pads g's rows and dw with zero channels: the same sums). */
 static int conv_weight_grad_taps_avx512(const float *x, const struct ConvGeometry *g, const float *grad, float *dw)
 {
     const int64_t run = g->fw * g->cin, row = g->wp * g->cin;
-    if (!gemm_takes())
+    if (!gemm_takes() || g->cout % 16 != 0)
         return -1;
     for (int64_t j = 0; j < g->cout;) {
-        const int64_t width = panel_width(j, g->cout), tail = g->cout - (j + width - 16);
-        const __mmask16 last = tail >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << tail) - 1);
+        const int64_t width = panel_width(j, g->cout);
         const IgemmDwtBlock *blocks = width == 64 ? igemm_dwt_blocks_4 : width == 32 ? igemm_dwt_blocks_2 : igemm_dwt_blocks_1;
         const int64_t r_max = width == 64 ? 6 : 12, nblocks = (run + r_max - 1) / r_max;
         for (int64_t i = 0; i < g->fh; i++)
             for (int64_t b = 0, t = 0; b < nblocks; b++) { /* taps t .. t + r - 1 of window row i */
                 const int64_t r = run / nblocks + (b < run % nblocks);
-                blocks[r - 1](x + i * row + t, g, grad + j, dw + (i * run + t) * g->cout + j, last);
+                blocks[r - 1](x + i * row + t, g, grad + j, dw + (i * run + t) * g->cout + j);
                 t += r;
             }
         j += width;
