@@ -230,3 +230,19 @@ def test_relu_grad_and_bias_sum_give_numpys_bits(shape, dtype):
     db = np.empty(shape[1], dtype)
     native.column_sum(d, db)
     np.testing.assert_array_equal(db.view(view), d.sum(axis=0).view(view))
+
+
+def test_the_avx512_switch_keeps_every_call_on_the_columns(monkeypatch):
+    """xpnn_avx512 = 0 (native.avx512_switch) turns the implicit kernels off: each says so and writes nothing."""
+    switch = native.avx512_switch()
+    monkeypatch.setattr(switch, "value", 0)
+    x = np.ones((2, 6, 6, 16), np.float32)
+    out = np.full((2, 4, 4, 16), np.nan, np.float32)
+    assert not native.conv_runs(x, 16)
+    assert not native.conv_gemm(x, np.ones((3, 3, 16, 16), np.float32), None, (1, 1), (4, 4), True, out)
+    dw = np.full((144, 16), np.nan, np.float32)
+    assert not native.conv_weight_grad(x, (3, 3), (1, 1), (4, 4), np.ones((32, 16), np.float32), dw.T.copy())
+    assert not native.conv_weight_grad_taps(x, (3, 3), (1, 1), (4, 4), np.ones((32, 16), np.float32), dw)
+    g = native.pool_geometry((2, 6, 6, 16), ((0, 0), (0, 0)), (3, 3), (1, 1), (4, 4))
+    assert not native.conv_input_grad(np.ones((2, 4, 4, 16), np.float32), np.ones((16, 144), np.float32), g, x)
+    assert np.isnan(out).all() and np.isnan(dw).all() and (x == 1).all()
