@@ -286,7 +286,7 @@ static int conv_weight_grad_taps_avx512(const float *x, const struct ConvGeometr
  * over the output channels in order from +0, and each dx cell adds its taps from +0 in the order FOR_WINDOWS
  * reaches them (kernel row, then column), never writing the columns. Needs cin a multiple of 16. A block is R
  * dx pixels of one row, sw apart (so that each tap's windows are R consecutive output pixels) × V vectors of
- * channels; the dx block is the accumulator, read and written once per tap. */
+ * channels; dx is the accumulator, read and written once per tap. */
 #define IDX_BLOCK(R, V)                                                                                      \
     __attribute__((target("avx512f"))) static void idx_block_##R##_##V(                                       \
         const float *gp, int64_t cout, const float *wt, int64_t ldw, float *d, int64_t dstep)                 \
@@ -328,31 +328,33 @@ static const IdxBlock idx_blocks_1[12] = {idx_block_1_1, idx_block_2_1,  idx_blo
                                           idx_block_5_1, idx_block_6_1,  idx_block_7_1,  idx_block_8_1,
                                           idx_block_9_1, idx_block_10_1, idx_block_11_1, idx_block_12_1};
 
-/* The dx pixels x0, x0 + sw, ... (count of them, all with the same window phase) of row y of image b, channels
- * ch .. ch + width - 1, in blocks of at most r_max. */
-static void idx_pixels(const float *grad, const float *wt, const PoolGeometry *g, int64_t cout, float *dx, int64_t b,
-                       int64_t y, int64_t x0, int64_t count, int64_t ch, int64_t width)
+/* Row y of image b, channels ch .. ch + width - 1: zeroed, then each tap (r, s) in FOR_WINDOWS order (kernel row,
+ * then column) added to the pixels at column s of a window, x = j·sw + s − left for consecutive windows j, in
+ * blocks of at most r_max; so each pixel adds its taps in col2im's order, and the blocks of one tap reuse its
+ * weights from L1. */
+static void idx_row(const float *grad, const float *wt, const PoolGeometry *g, int64_t cout, float *dx, int64_t b,
+                    int64_t y, int64_t ch, int64_t width)
 {
     const IdxBlock *blocks = width == 64 ? idx_blocks_4 : width == 32 ? idx_blocks_2 : idx_blocks_1;
     const int64_t r_max = width == 64 ? 6 : 12, taps = g->kw * g->c, dstep = g->sw * g->c;
-    const int64_t nblocks = (count + r_max - 1) / r_max, q = x0 + g->left; /* q: the first pixel's padded column */
-    for (int64_t k = 0, done = 0; k < nblocks; k++) {
-        const int64_t size = count / nblocks + (k < count % nblocks);
-        const int64_t qb = q + done * g->sw; /* this block's first pixel, padded */
-        float *d = dx + ((b * g->h + y) * g->w + x0 + done * g->sw) * g->c + ch;
-        for (int64_t p = 0; p < size; p++)
-            memset(d + p * dstep, 0, (size_t)width * sizeof(float));
-        FOR_WINDOWS(r, i, y + g->top, g->sh, g->kh, g->out_h)
-        for (int64_t s = qb % g->sw; s < g->kw; s += g->sw) {
-            /* pixel p of the block sits at column s of window j0 + p, where that window exists */
-            const int64_t j0 = (qb - s) / g->sw;
-            const int64_t lo = j0 < 0 ? -j0 : 0, hi = j0 + size > g->out_w ? g->out_w - j0 : size;
-            if (lo >= hi)
-                continue;
-            blocks[hi - lo - 1](grad + ((b * g->out_h + i) * g->out_w + j0 + lo) * cout, cout,
-                                wt + r * taps + s * g->c + ch, g->kh * taps, d + lo * dstep, dstep);
+    float *row = dx + (b * g->h + y) * g->w * g->c + ch;
+    for (int64_t x = 0; x < g->w; x++)
+        memset(row + x * g->c, 0, (size_t)width * sizeof(float));
+    FOR_WINDOWS(r, i, y + g->top, g->sh, g->kh, g->out_h)
+    for (int64_t s = 0; s < g->kw; s++) {
+        const int64_t before = g->left - s, after = g->w + g->left - s; /* 0 <= j·sw - before < w */
+        const int64_t first = before > 0 ? (before + g->sw - 1) / g->sw : 0;
+        const int64_t end = after > 0 ? (after + g->sw - 1) / g->sw : 0;
+        const int64_t count = (end < g->out_w ? end : g->out_w) - first;
+        if (count <= 0)
+            continue;
+        const int64_t nblocks = (count + r_max - 1) / r_max;
+        for (int64_t k = 0, j = first; k < nblocks; k++) {
+            const int64_t size = count / nblocks + (k < count % nblocks);
+            blocks[size - 1](grad + ((b * g->out_h + i) * g->out_w + j) * cout, cout, wt + r * taps + s * g->c + ch,
+                             g->kh * taps, row + (j * g->sw - before) * g->c, dstep);
+            j += size;
         }
-        done += size;
     }
 }
 
@@ -366,11 +368,7 @@ static int conv_input_grad_avx512(const float *grad, const float *wt, const Pool
         for (int64_t y = 0; y < g->h; y++)
             for (int64_t ch = 0; ch < g->c;) {
                 const int64_t width = g->c - ch >= 64 ? 64 : g->c - ch >= 32 ? 32 : 16;
-                for (int64_t phase = 0; phase < g->sw && phase < g->w; phase++) {
-                    /* the pixels x ≡ phase - left (mod sw): each tap's windows step by one between them */
-                    const int64_t x0 = phase, count = (g->w - x0 + g->sw - 1) / g->sw;
-                    idx_pixels(grad, wt, g, cout, dx, b, y, x0, count, ch, width);
-                }
+                idx_row(grad, wt, g, cout, dx, b, y, ch, width);
                 ch += width;
             }
     return 0;
