@@ -119,8 +119,7 @@ def conv2d_forward_chunked(
     implicit, run = IMPLICIT_GEMM and native.conv_runs(x, cout), chunk
     if implicit:  # no columns: chunks by the padded input (the backward keeps `chunk`, which fixes its sums)
         w, b = xp.ascontiguousarray(w), None if b is None else xp.ascontiguousarray(b)
-        padded_bytes = (h + sum(pads[0])) * (wd + sum(pads[1])) * cin * x.dtype.itemsize
-        run = max(chunk, min(n, CHUNK_IMAGES, CHUNK_BYTES // 2 // padded_bytes))
+        run = _implicit_images(x.shape, pads, chunk)
 
     def run_chunk(start: int, stop: int, worker: int) -> None:
         x_pad = _padded(bufs, x, start, stop, pads, f"pad{worker}")
@@ -136,6 +135,14 @@ def conv2d_forward_chunked(
 
     map_chunks(run_chunk, n, run, cpu_workers())
     return out, ChunkedConvCache(x, w, strides, pads, out_hw, chunk)
+
+
+def _implicit_images(x_shape, pads, chunk: int) -> int:
+    """Images per call of the implicit kernels, a multiple of `chunk`: the padded images in ~CHUNK_BYTES / 2 (no
+    columns to keep in cache), at most CHUNK_IMAGES when that is more than one chunk; fewer calls from Python."""
+    n, h, wd, cin = x_shape
+    padded_bytes = (h + sum(pads[0])) * (wd + sum(pads[1])) * cin * 4
+    return chunk * max(1, min(n, CHUNK_IMAGES, CHUNK_BYTES // 2 // padded_bytes) // chunk)
 
 
 def conv2d_backward_chunked(
@@ -163,7 +170,9 @@ def conv2d_backward_chunked(
     # AlexNet-style 5x5 conv's backward: 20.4 ms against 5.3 for its forward)
     partial_dw = xp.empty((-(-n // chunk), cout, k), dtype=dout.dtype)
     dx = xp.empty(x.shape, dtype=dout.dtype) if need_dx else None
-    implicit = IMPLICIT_GEMM and native.takes(x)
+    implicit, group = IMPLICIT_GEMM and native.conv_runs(x, cout), chunk
+    if implicit and (dx is None or cin % 16 == 0):  # no columns at all: several chunks per call (dW still per chunk)
+        group = _implicit_images(x.shape, cache.pads, chunk)
 
     def run_chunk(start: int, stop: int, worker: int) -> None:
         x_pad = _padded(bufs, x, start, stop, cache.pads, f"pad{worker}")
@@ -171,15 +180,20 @@ def conv2d_backward_chunked(
             native.relu_grad(dout_rows[start:stop], out_rows[start:stop], d_rows[start:stop])
         elif relu_out is not None:  # the ReLU's gradient, kernels.relu_grad's formula
             xp.multiply(dout_rows[start:stop], out_rows[start:stop] > 0, out=d_rows[start:stop])
-        g = d_rows[start:stop].reshape(-1, cout)
-        part = partial_dw[start // chunk]
-        if not (implicit and _weight_grad(bufs, x_pad, (fh, fw), strides, (oh, ow), g, part, worker)):
-            cols = _columns(bufs, x_pad, (fh, fw), strides, (oh, ow), f"cols{worker}")
-            _matmul(g.T, cols, part)
+        for first in range(start, stop, chunk):  # each chunk's dW on its own, as the sums over chunks need
+            last = min(stop, first + chunk)
+            g, part, xs = (
+                d_rows[first:last].reshape(-1, cout),
+                partial_dw[first // chunk],
+                x_pad[first - start : last - start],
+            )
+            if not (implicit and _weight_grad(bufs, xs, (fh, fw), strides, (oh, ow), g, part, worker)):
+                cols = _columns(bufs, xs, (fh, fw), strides, (oh, ow), f"cols{worker}")
+                _matmul(g.T, cols, part)
         if dx is not None:  # reuses the columns' buffer where it needs one
             _input_grad(bufs, d_rows, w2t, dx, start, stop, w.shape, cache.pads, strides, (oh, ow), worker)
 
-    map_chunks(run_chunk, n, chunk, cpu_workers())
+    map_chunks(run_chunk, n, group, cpu_workers())
     dw = partial_dw[0].copy()
     for part in partial_dw[1:]:  # in chunk order: the sum does not depend on the number of workers
         dw += part
