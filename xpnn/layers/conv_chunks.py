@@ -9,6 +9,11 @@ thread on its worker (`xpnn.cpu_threads`): forward out = cols · W (+ b), backwa
 over the chunks in a fixed order (so the bits never depend on the number of threads), and dx = the
 columns' gradient dout · Wᵀ added back over the windows. The cache keeps the input, not the columns.
 
+In float32 on a CPU with AVX-512 (native_igemm.h) no columns are copied at all: the forward (with the bias
+and the ReLU applied in registers), dW and dx read the padded chunk and the output gradient in place, each sum
+in the columns' GEMM order, so the bits of the copying path (tests/test_conv_implicit.py); chunks then go by
+the padded input, several per call, and dW is still summed per chunk. `IMPLICIT_GEMM = False` copies columns.
+
 The same math as `conv2d_forward` / `conv2d_backward`, the twin it is tested against (float64 1e-12);
 the sums of dW and db are grouped by chunk, so last bits differ from the one-GEMM path.
 TensorFlow counterpart: tf.nn.conv2d, its Conv2DBackpropFilter and Conv2DBackpropInput.
@@ -138,8 +143,8 @@ def conv2d_forward_chunked(
 
 
 def _implicit_images(x_shape, pads, chunk: int) -> int:
-    """Images per call of the implicit kernels, a multiple of `chunk`: the padded images in ~CHUNK_BYTES / 2 (no
-    columns to keep in cache), at most CHUNK_IMAGES when that is more than one chunk; fewer calls from Python."""
+    """Images per call of the implicit kernels: as many whole chunks as fit ~CHUNK_BYTES / 2 of padded input and
+    CHUNK_IMAGES (there are no columns to keep in cache), at least one chunk; fewer calls from Python."""
     n, h, wd, cin = x_shape
     padded_bytes = (h + sum(pads[0])) * (wd + sum(pads[1])) * cin * 4
     return chunk * max(1, min(n, CHUNK_IMAGES, CHUNK_BYTES // 2 // padded_bytes) // chunk)
