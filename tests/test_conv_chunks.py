@@ -159,3 +159,30 @@ def test_native_col2im_gives_the_strided_adds_bits(geometry, dtype, monkeypatch)
     np.testing.assert_array_equal(
         results[0].view(f"u{results[0].itemsize}"), results[1].view(f"u{results[1].itemsize}")
     )
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_conv_with_relu_activation_gives_conv_then_relu_bits(dtype, use_bias):
+    """Conv2D(activation="relu") runs the ReLU in the chunks (forward epilogue, backward chunks): the bits of a
+    linear Conv2D followed by a ReLU layer."""
+    from xpnn import ReLU
+
+    fused = Conv2D(16, 3, strides=2, padding="same", activation="relu", use_bias=use_bias)
+    plain, relu = Conv2D(16, 3, strides=2, padding="same", use_bias=use_bias), ReLU()
+    Sequential([fused], dtype=dtype).build((11, 9, 4), seed=3)
+    Sequential([plain, relu], dtype=dtype).build((11, 9, 4), seed=3)
+    for key in fused.params:
+        values = np.random.default_rng(4).standard_normal(fused.params[key].shape)
+        fused.params[key][...], plain.params[key][...] = values, values
+    x = np.random.default_rng(5).standard_normal((6, 11, 9, 4)).astype(dtype)
+    out, cache = fused.forward(x)
+    assert isinstance(cache.inner, conv_chunks.ChunkedConvCache) and cache.act is out
+    mid, plain_cache = plain.forward(x)
+    ref, relu_cache = relu.forward(mid)
+    assert np.array_equal(out, ref) and (out == 0).any()
+    dout = np.cos(out)
+    dx, grads = fused.backward(dout, cache)
+    ref_dx, ref_grads = plain.backward(relu.backward(dout, relu_cache)[0], plain_cache)
+    assert np.array_equal(dx, ref_dx) and set(grads) == set(ref_grads)
+    assert all(np.array_equal(grads[k], ref_grads[k]) for k in grads)

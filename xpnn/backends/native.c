@@ -82,6 +82,7 @@ static int64_t *window_cells(const Geometry *g)
 #if defined(__GNUC__) && defined(__x86_64__)
 #include "native_avx512.h"
 #include "native_gemm.h"
+#include "native_igemm.h"
 int xpnn_avx512 = 1;
 #else
 int xpnn_avx512 = 0;
@@ -92,6 +93,29 @@ static int gemm_avx512(const float *a, int64_t a_row, int64_t a_col, const float
     return -1;
 }
 static int avx512_takes(const Geometry *g) { (void)g; return 0; }
+struct ConvGeometry;
+static int conv_forward_avx512(const float *x, const struct ConvGeometry *g, const float *w, int64_t ldw,
+                               const float *bias, int relu, float *out)
+{
+    (void)x, (void)g, (void)w, (void)ldw, (void)bias, (void)relu, (void)out;
+    return -1;
+}
+static int conv_weight_grad_avx512(const float *x, const struct ConvGeometry *g, const float *grad, float *dwt)
+{
+    (void)x, (void)g, (void)grad, (void)dwt;
+    return -1;
+}
+static int conv_weight_grad_taps_avx512(const float *x, const struct ConvGeometry *g, const float *grad, float *dw)
+{
+    (void)x, (void)g, (void)grad, (void)dw;
+    return -1;
+}
+static int gemm_takes(void) { return 0; }
+static int conv_input_grad_avx512(const float *grad, const float *wt, const PoolGeometry *g, int64_t cout, float *dx)
+{
+    (void)grad, (void)wt, (void)g, (void)cout, (void)dx;
+    return -1;
+}
 static int forward_f32_avx512(const float *x, const float *w, const Geometry *g, float *p, int64_t *a)
 {
     (void)x, (void)w, (void)g, (void)p, (void)a;
@@ -121,6 +145,39 @@ int conv_relu_pool_forward_f64(const double *x, const double *w_lanes, const Geo
 int gemm_f32(const float *a, int64_t a_row, int64_t a_col, const float *b, float *c, int64_t m, int64_t k, int64_t n)
 {
     return xpnn_avx512 ? gemm_avx512(a, a_row, a_col, b, c, m, k, n) : -1;
+}
+
+/* The chunked conv without the im2col copy (native_igemm.h), float32 (conv_avx512_runs: whether they run here):
+ * out (m, out_h, out_w, cout) = conv(x, w) (+ bias, NULL for none) (then max(·, 0) when relu), x the padded chunk
+ * (m, hp, wp, cin), w (fh·fw·cin, ldw) and bias (ldw) with zeros past cout, ldw = cout rounded up to 16; and dwt
+ * (cout, fh·fw·cin) = Σ over the chunk's pixels of grad · columns. Each returns 0, or -1 where it does not run
+ * (no AVX-512F, xpnn_avx512 = 0, and for dwt fw·cin not a multiple of 16): the caller then copies columns. */
+int conv_avx512_runs(void) { return xpnn_avx512 && gemm_takes(); }
+
+int conv_gemm_f32(const float *x, const struct ConvGeometry *g, const float *w, int64_t ldw, const float *bias, int relu,
+                  float *out)
+{
+    return xpnn_avx512 ? conv_forward_avx512(x, g, w, ldw, bias, relu, out) : -1;
+}
+
+int conv_weight_grad_f32(const float *x, const struct ConvGeometry *g, const float *grad, float *dwt)
+{
+    return xpnn_avx512 ? conv_weight_grad_avx512(x, g, grad, dwt) : -1;
+}
+
+/* dw (fh·fw·cin, cout) = Σ over the chunk's pixels of the columns' transpose · grad, for any fw·cin (the taps
+ * broadcast, cout in vectors: native_igemm.h); -1 where it does not run (no AVX-512F, xpnn_avx512 = 0, cout not a
+ * multiple of 16: the caller pads grad and dw with zero channels). */
+int conv_weight_grad_taps_f32(const float *x, const struct ConvGeometry *g, const float *grad, float *dw)
+{
+    return xpnn_avx512 ? conv_weight_grad_taps_avx512(x, g, grad, dw) : -1;
+}
+
+/* dx (n, h, w, c) = col2im(grad (n, out_h, out_w, cout) · wt (cout, kh·kw·c)) over g's windows, without the
+ * columns (native_igemm.h); -1 where it does not run (no AVX-512F, xpnn_avx512 = 0, c not a multiple of 16). */
+int conv_input_grad_f32(const float *grad, const float *wt, const PoolGeometry *g, int64_t cout, float *dx)
+{
+    return xpnn_avx512 ? conv_input_grad_avx512(grad, wt, g, cout, dx) : -1;
 }
 
 /* setuptools builds every extension with an init function to export. The library is loaded with ctypes, not

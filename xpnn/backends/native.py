@@ -27,6 +27,13 @@ class Geometry(ctypes.Structure):
     _fields_ = [(name, ctypes.c_int64) for name in _FIELDS]
 
 
+class ConvGeometry(ctypes.Structure):
+    """native_igemm.h's ConvGeometry: the padded chunk (m, hp, wp, cin), kernel, strides, output size, cout."""
+
+    _fields_ = [(name, ctypes.c_int64) for name in ("m", "hp", "wp", "cin", "fh", "fw", "sh", "sw")]
+    _fields_ += [(name, ctypes.c_int64) for name in ("out_h", "out_w", "cout")]
+
+
 class PoolGeometry(ctypes.Structure):
     """native.c's PoolGeometry: NHWC input, TF padding (top, left), window, strides and output size, as int64."""
 
@@ -65,6 +72,16 @@ def _load() -> ctypes.CDLL | None:
             transpose.argtypes, transpose.restype = [pointer, ctypes.c_int64, ctypes.c_int64, pointer], None
             lib.gemm_f32.argtypes = [pointer, *[ctypes.c_int64] * 2, pointer, pointer, *[ctypes.c_int64] * 3]
             lib.gemm_f32.restype = ctypes.c_int
+            conv = ctypes.POINTER(ConvGeometry)
+            lib.conv_gemm_f32.argtypes = [pointer, conv, pointer, ctypes.c_int64, pointer, ctypes.c_int, pointer]
+            lib.conv_gemm_f32.restype = ctypes.c_int
+            lib.conv_weight_grad_f32.argtypes = [pointer, conv, pointer, pointer]
+            lib.conv_weight_grad_f32.restype = ctypes.c_int
+            lib.conv_avx512_runs.argtypes, lib.conv_avx512_runs.restype = [], ctypes.c_int
+            lib.conv_weight_grad_taps_f32.argtypes = [pointer, conv, pointer, pointer]
+            lib.conv_weight_grad_taps_f32.restype = ctypes.c_int
+            lib.conv_input_grad_f32.argtypes = [pointer, pointer, ctypes.POINTER(PoolGeometry), ctypes.c_int64, pointer]
+            lib.conv_input_grad_f32.restype = ctypes.c_int
             pool = ctypes.POINTER(PoolGeometry)
             for name, args in (
                 ("max_pool_forward", [pointer, pool, pointer, pointer]),
@@ -72,6 +89,8 @@ def _load() -> ctypes.CDLL | None:
                 ("avg_pool_forward", [pointer, pointer, pool, pointer]),
                 ("avg_pool_backward", [pointer, pointer, pool, pointer]),
                 ("col2im", [pointer, pool, pointer]),
+                ("relu_grad", [pointer, pointer, ctypes.c_int64, pointer]),
+                ("column_sum", [pointer, ctypes.c_int64, ctypes.c_int64, pointer]),
             ):
                 fn = getattr(lib, f"{name}_{suffix}")
                 fn.argtypes, fn.restype = args, ctypes.c_int
@@ -277,6 +296,27 @@ def col2im(dcols: np.ndarray, g: PoolGeometry, dx: np.ndarray) -> None:
     _check(code, "col2im")
 
 
+def relu_grad(dout: np.ndarray, out: np.ndarray, d: np.ndarray) -> None:
+    """d = dout · (out > 0), the ReLU's gradient from its output, in one pass (native_conv.h): the bits of
+    numpy.multiply(dout, out > 0). All three C-contiguous of one shape and dtype."""
+    fn = getattr(_load(), f"relu_grad_{_SUFFIX[d.dtype]}")
+    code = fn(
+        _address(dout, d.shape, d.dtype, "dout"),
+        _address(out, d.shape, d.dtype, "out"),
+        d.size,
+        _address(d, d.shape, d.dtype, "d"),
+    )
+    _check(code, "relu_grad")
+
+
+def column_sum(d: np.ndarray, db: np.ndarray) -> None:
+    """db (c,) = d (n, c) summed over its rows in order, the bits of d.sum(axis=0) (native_conv.h), where NumPy
+    ran at ~9 GB/s on this reduction."""
+    n, c = d.shape
+    fn = getattr(_load(), f"column_sum_{_SUFFIX[d.dtype]}")
+    _check(fn(_address(d, (n, c), d.dtype, "d"), n, c, _address(db, (c,), d.dtype, "db")), "column_sum")
+
+
 # ---- float32 GEMM (native_gemm.h) ------------------------------------------------------------------------------
 def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
     """out = a @ b with native.c's AVX-512 float32 GEMM, where it runs; False (out untouched) where it does not.
@@ -299,6 +339,133 @@ def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
     return (
         lib.gemm_f32(a.ctypes.data, a.strides[0] // 4, a.strides[1] // 4, b.ctypes.data, out.ctypes.data, m, k, n) == 0
     )
+
+
+# ---- float32 convolution without the im2col copy (native_igemm.h) ------------------------------------------------
+def _conv_geometry(x_pad: np.ndarray, k_hw, strides, out_hw, cout: int) -> ConvGeometry | None:
+    """The ConvGeometry of a conv on the padded chunk x_pad, or None where the kernels do not take it (not a
+    C-contiguous float32 NHWC array, or windows that would reach past it)."""
+    f32 = np.dtype(np.float32)
+    if x_pad.dtype != f32 or x_pad.ndim != 4 or not x_pad.flags.c_contiguous:
+        return None
+    (m, hp, wp, cin), (fh, fw), (sh, sw), (oh, ow) = x_pad.shape, k_hw, strides, out_hw
+    if min(fh, fw, sh, sw, oh, ow, m, cin) < 1 or (oh - 1) * sh + fh > hp or (ow - 1) * sw + fw > wp:
+        return None
+    return ConvGeometry(m, hp, wp, cin, fh, fw, sh, sw, oh, ow, cout)
+
+
+def conv_runs(x: np.ndarray, cout: int) -> bool:
+    """Whether `conv_gemm` runs a float32 conv with cout outputs on `x` here (AVX-512F and the switch on), so
+    that the caller can size its chunks for no columns (any cout > 0)."""
+    lib = _load() if takes(x) else None
+    return lib is not None and x.dtype == np.float32 and cout > 0 and lib.conv_avx512_runs() == 1
+
+
+def _whole_vectors(a: np.ndarray) -> np.ndarray:
+    """a (rows, c) or (c,) itself when c is a multiple of 16, else a copy with zero channels up to one: the
+    AVX-512 kernels read whole 16-lane vectors, and a zero channel adds nothing to the others' sums."""
+    c = a.shape[-1]
+    if c % 16 == 0:
+        return a
+    out = np.zeros((*a.shape[:-1], c + 16 - c % 16), dtype=a.dtype)
+    out[..., :c] = a
+    return out
+
+
+def conv_gemm(
+    x_pad: np.ndarray, w: np.ndarray, b: np.ndarray | None, strides, out_hw, relu: bool, out: np.ndarray
+) -> bool:
+    """out (m, out_h, out_w, cout) = the im2col columns of x_pad (m, hp, wp, cin) · w (fh, fw, cin, cout), + b,
+    then max(·, 0) with `relu`, read from x_pad in place; True where it ran, False (out untouched) where not.
+
+    It runs for float32 on a CPU with AVX-512F and the switch on, and gives the bits of `gemm` on the copied
+    columns (cout padded to whole vectors), then `out += b` and `maximum(out, 0.0)` (native_igemm.h).
+    """
+    lib, cout, f32 = _load(), w.shape[-1], np.dtype(np.float32)
+    if lib is None or w.ndim != 4 or cout < 1 or w.shape[2] != x_pad.shape[-1]:
+        return False
+    if w.dtype != f32 or (b is not None and b.dtype != f32) or out.dtype != f32:
+        return False
+    g = _conv_geometry(x_pad, w.shape[:2], strides, out_hw, cout)
+    if g is None:
+        return False
+    k = g.fh * g.fw * g.cin
+    w_rows = _whole_vectors(np.ascontiguousarray(w).reshape(k, cout))
+    b_rows = None if b is None else _whole_vectors(np.ascontiguousarray(b))
+    ldw = w_rows.shape[1]
+    code = lib.conv_gemm_f32(
+        x_pad.ctypes.data,
+        ctypes.byref(g),
+        _address(w_rows, (k, ldw), f32, "w"),
+        ldw,
+        None if b_rows is None else _address(b_rows, (ldw,), f32, "b"),
+        int(relu),
+        _address(out, (g.m, g.out_h, g.out_w, cout), f32, "out"),
+    )
+    return code == 0
+
+
+def conv_weight_grad(x_pad: np.ndarray, k_hw, strides, out_hw, grad: np.ndarray, dwt: np.ndarray) -> bool:
+    """dwt (cout, fh·fw·cin) = gradᵀ · the im2col columns of x_pad, grad (m·out_h·out_w, cout), each value one
+    in-order sum over the pixels (the bits of `gemm(grad.T, cols, dwt)`); True where it ran, False (dwt
+    untouched) where not: float32, fw·cin a multiple of 16, AVX-512F and the switch on."""
+    lib, f32 = _load(), np.dtype(np.float32)
+    if lib is None or grad.ndim != 2 or (k_hw[1] * x_pad.shape[-1]) % 16 or grad.dtype != f32 or dwt.dtype != f32:
+        return False
+    cout = grad.shape[1]
+    g = _conv_geometry(x_pad, k_hw, strides, out_hw, cout)
+    if g is None:
+        return False
+    code = lib.conv_weight_grad_f32(
+        x_pad.ctypes.data,
+        ctypes.byref(g),
+        _address(grad, (g.m * g.out_h * g.out_w, cout), f32, "grad"),
+        _address(dwt, (cout, g.fh * g.fw * g.cin), f32, "dwt"),
+    )
+    return code == 0
+
+
+def conv_weight_grad_taps(x_pad: np.ndarray, k_hw, strides, out_hw, grad: np.ndarray, dw: np.ndarray) -> bool:
+    """dw (fh·fw·cin, cout) = the im2col columns of x_padᵀ · grad (m·out_h·out_w, cout), each value one in-order
+    sum over the pixels (the bits of `gemm(cols.T, grad, dw)`), for window rows fw·cin of any length; True where
+    it ran, False (dw untouched) where not: float32, AVX-512F and the switch on."""
+    lib, f32 = _load(), np.dtype(np.float32)
+    if lib is None or grad.ndim != 2 or grad.shape[1] < 1 or grad.dtype != f32 or dw.dtype != f32:
+        return False
+    cout = grad.shape[1]
+    g = _conv_geometry(x_pad, k_hw, strides, out_hw, cout)
+    if g is None or dw.shape != (g.fh * g.fw * g.cin, cout):
+        return False
+    grad_rows = _whole_vectors(grad)  # zero channels: their dw columns are dropped below
+    g.cout = grad_rows.shape[1]
+    dw_rows = dw if g.cout == cout else np.empty((dw.shape[0], g.cout), f32)
+    code = lib.conv_weight_grad_taps_f32(
+        x_pad.ctypes.data,
+        ctypes.byref(g),
+        _address(grad_rows, (g.m * g.out_h * g.out_w, g.cout), f32, "grad"),
+        _address(dw_rows, (g.fh * g.fw * g.cin, g.cout), f32, "dw"),
+    )
+    if code == 0 and dw_rows is not dw:
+        dw[...] = dw_rows[:, :cout]
+    return code == 0
+
+
+def conv_input_grad(grad: np.ndarray, wt: np.ndarray, g: PoolGeometry, dx: np.ndarray) -> bool:
+    """dx (n, h, w, c) = grad (n, out_h, out_w, cout) · wt (cout, kh·kw·c) added back over the windows of g,
+    without the columns: the bits of `gemm(grad rows, wt, dcols)` then `col2im(dcols, g, dx)`. True where it ran,
+    False (dx untouched) where not: float32, c a multiple of 16, AVX-512F and the switch on."""
+    lib, f32 = _load(), np.dtype(np.float32)
+    if lib is None or grad.ndim != 4 or g.c % 16 or grad.dtype != f32 or wt.dtype != f32 or dx.dtype != f32:
+        return False
+    cout = grad.shape[3]
+    code = lib.conv_input_grad_f32(
+        _address(grad, (g.n, g.out_h, g.out_w, cout), f32, "grad"),
+        _address(wt, (cout, g.kh * g.kw * g.c), f32, "wt"),
+        ctypes.byref(g),
+        cout,
+        _address(dx, (g.n, g.h, g.w, g.c), f32, "dx"),
+    )
+    return code == 0
 
 
 # ---- optimizer updates (native_optim.h) --------------------------------------------------------------------------

@@ -25,3 +25,28 @@ CLONES int NAME(col2im)(const T *dcols, const PoolGeometry *g, T *dx)
             }
     return 0;
 }
+
+/* The chunked conv's ReLU gradient, d = dout · (out > 0) over count values, with the multiply of the NumPy twin's
+ * `multiply(dout, out > 0)` (so a NaN or infinite dout where out <= 0 still gives NaN, and -x · 0 gives -0). */
+CLONES int NAME(relu_grad)(const T *restrict dout, const T *restrict out, int64_t count, T *restrict d)
+{
+    for (int64_t i = 0; i < count; i++) { /* dout · 1 is dout: a bitwise select, so that no branch is taken */
+        union { T f; LANE_INT i; } g = {dout[i]}, dead = {dout[i] * (T)0}, d_i;
+        const LANE_INT keep = -(LANE_INT)(out[i] > 0);
+        d_i.i = (g.i & keep) | (dead.i & ~keep);
+        d[i] = d_i.f;
+    }
+    return 0;
+}
+
+/* The bias gradient db (c) = Σ over the rows of d (n, c) in order from +0: the order of numpy.sum(axis=0) on a
+ * C-contiguous array (one add per row into the running row, from the identity), so the same bits. */
+CLONES int NAME(column_sum)(const T *d, int64_t n, int64_t c, T *db)
+{
+    for (int64_t ch = 0; ch < c; ch++)
+        db[ch] = 0;
+    for (int64_t p = 0; p < n; p++)
+        for (int64_t ch = 0; ch < c; ch++)
+            db[ch] += d[p * c + ch];
+    return 0;
+}

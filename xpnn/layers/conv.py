@@ -15,7 +15,7 @@ from xpnn import regularizers
 from xpnn.backends import get_backend
 from xpnn.init import get_initializer
 from xpnn.layers import conv_chunks
-from xpnn.layers.activation_fns import activate, deactivate, get_activation
+from xpnn.layers.activation_fns import ActivatedCache, activate, deactivate, get_activation, relu_forward
 from xpnn.layers.base import Layer, expect_nhwc, positive_pair
 from xpnn.layers.padding import normalize_padding, output_size, pads_2d
 from xpnn.layers.windows import crop_hw, pad_hw, window_view, windows_add
@@ -220,10 +220,19 @@ class Conv2D(ConvBase):
             self.params["b"] = get_backend().xp.zeros((self.filters,), dtype=dtype)
         return out_shape
 
+    def _chunked_relu(self) -> bool:
+        """Whether activation="relu" runs in conv_chunks' epilogue (and its gradient in its backward chunks)."""
+        return self.activation.fwd is relu_forward and not self.activation.kwargs
+
     def forward(self, x: Array) -> tuple[Array, Any]:
         p = self.params
         if conv_chunks.takes(self, x):  # the CPU: chunks of images on every worker (conv_chunks.py)
-            out, cache = conv_chunks.conv2d_forward_chunked(self, x, p["w"], p.get("b"), self.strides, self.padding)
+            relu = self._chunked_relu()  # max(·, 0) on each chunk as it is computed: relu_forward's bits
+            out, cache = conv_chunks.conv2d_forward_chunked(
+                self, x, p["w"], p.get("b"), self.strides, self.padding, relu=relu
+            )
+            if relu:
+                return out, ActivatedCache(cache, out)  # what activate() keeps for a ReLU
         else:
             out, cache = conv2d_forward(
                 x, p["w"], p.get("b"), self.strides, self.padding, self.dilation_rate, self.groups
@@ -231,6 +240,12 @@ class Conv2D(ConvBase):
         return activate(self.activation, out, cache)
 
     def backward(self, dout: Array, cache: Any, need_dx: bool = True) -> tuple[Array | None, dict[str, Array]]:
+        chunked_relu = isinstance(cache, ActivatedCache) and isinstance(cache.inner, conv_chunks.ChunkedConvCache)
+        if chunked_relu and self._chunked_relu():  # relu_backward's formula on each chunk, then its conv backward
+            dx, grads = conv_chunks.conv2d_backward_chunked(self, dout, cache.inner, need_dx, relu_out=cache.act)
+            if not self.use_bias:
+                del grads["b"]
+            return dx, grads
         dout, cache = deactivate(self.activation, dout, cache)
         if isinstance(cache, conv_chunks.ChunkedConvCache):
             dx, grads = conv_chunks.conv2d_backward_chunked(self, dout, cache, need_dx)

@@ -9,6 +9,11 @@ thread on its worker (`xpnn.cpu_threads`): forward out = cols · W (+ b), backwa
 over the chunks in a fixed order (so the bits never depend on the number of threads), and dx = the
 columns' gradient dout · Wᵀ added back over the windows. The cache keeps the input, not the columns.
 
+In float32 on a CPU with AVX-512 (native_igemm.h) no columns are copied at all: the forward (with the bias
+and the ReLU applied in registers), dW and dx read the padded chunk and the output gradient in place, each sum
+in the columns' GEMM order, so the bits of the copying path (tests/test_conv_implicit.py); chunks then go by
+the padded input, several per call, and dW is still summed per chunk. `IMPLICIT_GEMM = False` copies columns.
+
 The same math as `conv2d_forward` / `conv2d_backward`, the twin it is tested against (float64 1e-12);
 the sums of dW and db are grouped by chunk, so last bits differ from the one-GEMM path.
 TensorFlow counterpart: tf.nn.conv2d, its Conv2DBackpropFilter and Conv2DBackpropInput.
@@ -26,6 +31,7 @@ from xpnn.types import Array
 
 CHUNK_BYTES = 1 << 21  # columns per chunk: 2 MiB, inside one core's L2 on the machines of docs/benchmarks.md
 CHUNK_IMAGES = 16  # at most this many images per chunk, so small layers still feed every worker
+IMPLICIT_GEMM = True  # float32 on AVX-512: native_igemm.h reads the padded chunk in place (False: copy columns)
 
 
 @dataclass(frozen=True)
@@ -115,9 +121,15 @@ def conv2d_forward_chunked(
     chunk, bufs = chunk_images(n, out_hw, fh * fw * cin, x.dtype.itemsize), _Buffers(owner)
     out = xp.empty((n, *out_hw, cout), dtype=x.dtype)
     rows = out.reshape(n, -1, cout)
+    implicit, run = IMPLICIT_GEMM and native.conv_runs(x, cout), chunk
+    if implicit:  # no columns: chunks by the padded input (the backward keeps `chunk`, which fixes its sums)
+        w, b = xp.ascontiguousarray(w), None if b is None else xp.ascontiguousarray(b)
+        run = _implicit_images(x.shape, pads, chunk)
 
     def run_chunk(start: int, stop: int, worker: int) -> None:
         x_pad = _padded(bufs, x, start, stop, pads, f"pad{worker}")
+        if implicit and native.conv_gemm(x_pad, w, b, strides, out_hw, relu, out[start:stop]):
+            return  # the GEMM, + b and the ReLU below, on the padded chunk in place: the same bits
         cols = _columns(bufs, x_pad, (fh, fw), strides, out_hw, f"cols{worker}")
         dst = rows[start:stop].reshape(-1, cout)
         _matmul(cols, w2, dst)
@@ -126,8 +138,16 @@ def conv2d_forward_chunked(
         if relu:
             xp.maximum(dst, 0.0, out=dst)
 
-    map_chunks(run_chunk, n, chunk, cpu_workers())
+    map_chunks(run_chunk, n, run, cpu_workers())
     return out, ChunkedConvCache(x, w, strides, pads, out_hw, chunk)
+
+
+def _implicit_images(x_shape, pads, chunk: int) -> int:
+    """Images per call of the implicit kernels: as many whole chunks as fit ~CHUNK_BYTES / 2 of padded input and
+    CHUNK_IMAGES (there are no columns to keep in cache), at least one chunk; fewer calls from Python."""
+    n, h, wd, cin = x_shape
+    padded_bytes = (h + sum(pads[0])) * (wd + sum(pads[1])) * cin * 4
+    return chunk * max(1, min(n, CHUNK_IMAGES, CHUNK_BYTES // 2 // padded_bytes) // chunk)
 
 
 def conv2d_backward_chunked(
@@ -148,33 +168,81 @@ def conv2d_backward_chunked(
     chunk, bufs = cache.chunk, _Buffers(owner)
     d_rows = xp.ascontiguousarray(dout).reshape(n, oh * ow, cout)
     if relu_out is not None:
-        out_rows, d_rows = relu_out.reshape(n, oh * ow, cout), xp.empty_like(d_rows)
+        out_rows, d_rows = xp.ascontiguousarray(relu_out).reshape(n, oh * ow, cout), xp.empty_like(d_rows)
         dout_rows = xp.ascontiguousarray(dout).reshape(n, oh * ow, cout)
     # dWᵀ = gᵀ · cols per chunk, channel-major: the AVX-512 GEMM then reads each 64-column panel of the columns
     # once from cache for all channels, where colsᵀ · g streamed all the columns again for every 6 taps (the
     # AlexNet-style 5x5 conv's backward: 20.4 ms against 5.3 for its forward)
     partial_dw = xp.empty((-(-n // chunk), cout, k), dtype=dout.dtype)
     dx = xp.empty(x.shape, dtype=dout.dtype) if need_dx else None
+    implicit, group = IMPLICIT_GEMM and native.conv_runs(x, cout), chunk
+    if implicit and (dx is None or cin % 16 == 0):  # no columns at all: several chunks per call (dW still per chunk)
+        group = _implicit_images(x.shape, cache.pads, chunk)
 
     def run_chunk(start: int, stop: int, worker: int) -> None:
         x_pad = _padded(bufs, x, start, stop, cache.pads, f"pad{worker}")
-        cols = _columns(bufs, x_pad, (fh, fw), strides, (oh, ow), f"cols{worker}")
-        if relu_out is not None:  # the ReLU's gradient, kernels.relu_grad's formula
+        if relu_out is not None and native.takes(d_rows) and out_rows.dtype == d_rows.dtype:  # one pass, same bits
+            native.relu_grad(dout_rows[start:stop], out_rows[start:stop], d_rows[start:stop])
+        elif relu_out is not None:  # the ReLU's gradient, kernels.relu_grad's formula
             xp.multiply(dout_rows[start:stop], out_rows[start:stop] > 0, out=d_rows[start:stop])
-        g = d_rows[start:stop].reshape(-1, cout)
-        _matmul(g.T, cols, partial_dw[start // chunk])
-        if dx is None:
-            return
-        dcols = cols  # reuses the columns' buffer
-        _matmul(g, w2t, dcols)
-        _add_windows(bufs, dcols, dx, start, stop, w.shape, cache.pads, strides, (oh, ow), worker)
+        for first in range(start, stop, chunk):  # each chunk's dW on its own, as the sums over chunks need
+            last = min(stop, first + chunk)
+            g, part, xs = (
+                d_rows[first:last].reshape(-1, cout),
+                partial_dw[first // chunk],
+                x_pad[first - start : last - start],
+            )
+            if not (implicit and _weight_grad(bufs, xs, (fh, fw), strides, (oh, ow), g, part, worker)):
+                cols = _columns(bufs, xs, (fh, fw), strides, (oh, ow), f"cols{worker}")
+                _matmul(g.T, cols, part)
+        if dx is not None:  # reuses the columns' buffer where it needs one
+            _input_grad(bufs, d_rows, w2t, dx, start, stop, w.shape, cache.pads, strides, (oh, ow), worker)
 
-    map_chunks(run_chunk, n, chunk, cpu_workers())
+    map_chunks(run_chunk, n, group, cpu_workers())
     dw = partial_dw[0].copy()
     for part in partial_dw[1:]:  # in chunk order: the sum does not depend on the number of workers
         dw += part
     dw = xp.ascontiguousarray(dw.T).reshape(w.shape)
-    return dx, {"w": dw, "b": d_rows.reshape(-1, cout).sum(axis=0)}
+    return dx, {"w": dw, "b": _bias_grad(d_rows.reshape(-1, cout))}
+
+
+def _bias_grad(d: Array) -> Array:
+    """db = d (rows, cout) summed over its rows: native_conv.h's in-order sum where it runs (the same bits as
+    NumPy's, at memory speed), else NumPy's."""
+    if not native.takes(d) or not d.flags.c_contiguous:
+        return d.sum(axis=0)
+    db = get_backend().xp.empty(d.shape[1], dtype=d.dtype)
+    native.column_sum(d, db)
+    return db
+
+
+def _weight_grad(bufs: _Buffers, x_pad: Array, k_hw, strides, out_hw, g: Array, dwt: Array, worker: int) -> bool:
+    """dwt (cout, fh·fw·cin) = gᵀ · the chunk's columns, read from x_pad in place (native_igemm.h), the columns
+    in vectors where each window row is whole vectors, else the output channels (written transposed); False
+    where neither runs."""
+    if native.conv_weight_grad(x_pad, k_hw, strides, out_hw, g, dwt):
+        return True
+    dw = bufs.get(f"dw{worker}", dwt.shape[::-1], dwt.dtype)
+    if not native.conv_weight_grad_taps(x_pad, k_hw, strides, out_hw, g, dw):
+        return False
+    dwt[...] = dw.T
+    return True
+
+
+def _input_grad(
+    bufs: _Buffers, d_rows: Array, w2t: Array, dx: Array, start: int, stop: int, w_shape, pads, strides, out_hw, worker
+) -> None:
+    """dx[start:stop] = the chunk's output gradient d_rows[start:stop] (m, out_h·out_w, cout) · Wᵀ added back over
+    its windows: in place where native_igemm.h runs it (float32, cin a multiple of 16: the same bits), else the
+    columns' gradient in a reused buffer, then `_add_windows`."""
+    m, cout = stop - start, w2t.shape[0]
+    if IMPLICIT_GEMM and native.takes(dx):
+        g = native.pool_geometry((m, *dx.shape[1:]), pads, w_shape[:2], strides, out_hw)
+        if native.conv_input_grad(d_rows[start:stop].reshape(m, *out_hw, cout), w2t, g, dx[start:stop]):
+            return
+    dcols = bufs.get(f"cols{worker}", (m * out_hw[0] * out_hw[1], w2t.shape[1]), dx.dtype)
+    _matmul(d_rows[start:stop].reshape(-1, cout), w2t, dcols)
+    _add_windows(bufs, dcols, dx, start, stop, w_shape, pads, strides, out_hw, worker)
 
 
 def _add_windows(
@@ -209,9 +277,7 @@ def conv2d_input_grad_chunked(owner, dout: Array, w: Array, x_shape, pads, strid
     chunk, bufs = chunk_images(n, (oh, ow), fh * fw * cin, dout.dtype.itemsize), _Buffers(owner)
 
     def run_chunk(start: int, stop: int, worker: int) -> None:
-        dcols = bufs.get(f"cols{worker}", ((stop - start) * oh * ow, fh * fw * cin), dout.dtype)
-        _matmul(d_rows[start:stop].reshape(-1, cout), w2t, dcols)
-        _add_windows(bufs, dcols, dx, start, stop, w.shape, pads, strides, (oh, ow), worker)
+        _input_grad(bufs, d_rows, w2t, dx, start, stop, w.shape, pads, strides, (oh, ow), worker)
 
     map_chunks(run_chunk, n, chunk, cpu_workers())
     return dx
