@@ -57,6 +57,21 @@ def _native_takes(x: Array, pool_size: tuple[int, int]) -> bool:
     return native.takes(x) and pool_size[0] * pool_size[1] <= 1 << 24
 
 
+# The twins pass over the batch once per window cell (~20 strided passes for a 3×3 max pool and its winners):
+# a few images at a time keep those passes in the CPU's caches (128 images 32×32×32, 3/2 SAME: 11.6 → 4.5 ms
+# forward). One chunk on CuPy, where each pass is one kernel.
+TWIN_CHUNK_BYTES = 1 << 21
+
+
+def _twin_chunks(x_shape: tuple[int, ...], itemsize: int) -> list[slice]:
+    """The batch of NHWC `x_shape` in slices of about TWIN_CHUNK_BYTES of input (the whole batch on CuPy)."""
+    n = x_shape[0]
+    if get_backend().name != "numpy":
+        return [slice(0, n)]
+    step = max(1, TWIN_CHUNK_BYTES // max(1, x_shape[1] * x_shape[2] * x_shape[3] * itemsize))
+    return [slice(start, min(n, start + step)) for start in range(0, n, step)]
+
+
 def maxpool_forward(
     x: Array, pool_size: tuple[int, int], strides: tuple[int, int], padding: Padding
 ) -> tuple[Array, PoolCache]:
@@ -77,13 +92,18 @@ def maxpool_forward(
 
         _native_chunks(run_chunk, x.shape[0], out.size * pool_size[0] * pool_size[1])
         return out, PoolCache(padded_shape, pads, pool_size, strides, argmax=argmax)
-    windows = window_view(pad_hw(x, pads, -xp.inf), pool_size, strides, out_hw)
-    cells = [windows[:, :, :, r, s, :] for r in range(pool_size[0]) for s in range(pool_size[1])]
-    out = cells[0].copy()
-    for v in cells[1:]:
-        xp.maximum(out, v, out=out)  # a NaN propagates; which zero of a +0/-0 tie it keeps is NumPy's choice,
-    out += 0.0  # so every zero max becomes +0 (-0 + 0 = +0), as in native_pool.h
-    return out, PoolCache(padded_shape, pads, pool_size, strides, argmax=_first_winners(out, cells, winners))
+    out = xp.empty((x.shape[0], *out_hw, x.shape[3]), dtype=x.dtype)
+    argmax = xp.empty(out.shape, dtype=winners)
+    for part in _twin_chunks(x.shape, x.dtype.itemsize):
+        windows = window_view(pad_hw(x[part], pads, -xp.inf), pool_size, strides, out_hw)
+        cells = [windows[:, :, :, r, s, :] for r in range(pool_size[0]) for s in range(pool_size[1])]
+        o = out[part]
+        xp.copyto(o, cells[0])
+        for v in cells[1:]:
+            xp.maximum(o, v, out=o)  # a NaN propagates; which zero of a +0/-0 tie it keeps is NumPy's choice,
+        o += 0.0  # so every zero max becomes +0 (-0 + 0 = +0), as in native_pool.h
+        argmax[part] = _first_winners(o, cells, winners)
+    return out, PoolCache(padded_shape, pads, pool_size, strides, argmax=argmax)
 
 
 def _first_winners(out: Array, cells: list[Array], winners) -> Array:
@@ -125,21 +145,35 @@ def maxpool_backward(dout: Array, cache: PoolCache) -> Array:
 
         _native_chunks(run_chunk, n, dout.size * kh * kw)
         return dx
-    (sh, sw), dx = cache.strides, xp.zeros(cache.padded_shape, dtype=dout.dtype)
+    sh, sw = cache.strides
+    dx = xp.empty((n, *_input_hw(cache), c), dtype=dout.dtype)
     # only the winner gets the gradient: where dout has a NaN or inf, a 0·g product would spread it over the
     # window, so those take xp.where; finite gradients take the product (a -0 it adds to a sum from +0 changes
     # no bit), 7x faster
     finite = bool(xp.isfinite(dout).all())
-    won = xp.empty_like(dout)
-    for r in range(kh):  # windows_add's order
-        for s in range(kw):
-            hit = cache.argmax == r * kw + s
-            if finite:
-                xp.multiply(dout, hit, out=won)
-            else:
-                won = xp.where(hit, dout, 0.0)
-            dx[:, r : r + sh * (out_h - 1) + 1 : sh, s : s + sw * (out_w - 1) + 1 : sw] += won
-    return crop_hw(dx, cache.pads)
+    for part in _twin_chunks(dx.shape, dx.dtype.itemsize):
+        d_pad, g, argmax = (
+            xp.zeros((len(dx[part]), *cache.padded_shape[1:]), dtype=dout.dtype),
+            dout[part],
+            cache.argmax[part],
+        )
+        won = xp.empty_like(g)
+        for r in range(kh):  # windows_add's order
+            for s in range(kw):
+                hit = argmax == r * kw + s
+                if finite:
+                    xp.multiply(g, hit, out=won)
+                else:
+                    won = xp.where(hit, g, 0.0)
+                d_pad[:, r : r + sh * (out_h - 1) + 1 : sh, s : s + sw * (out_w - 1) + 1 : sw] += won
+        dx[part] = crop_hw(d_pad, cache.pads)
+    return dx
+
+
+def _input_hw(cache: PoolCache) -> tuple[int, int]:
+    """The (h, w) of the input that made `cache`: its padded size less the pads."""
+    (top, bottom), (left, right) = cache.pads
+    return cache.padded_shape[1] - top - bottom, cache.padded_shape[2] - left - right
 
 
 def avgpool_forward(
@@ -162,11 +196,12 @@ def avgpool_forward(
 
         _native_chunks(run_chunk, x.shape[0], out.size * pool_size[0] * pool_size[1])
         return out, cache
-    windows = window_view(pad_hw(x, pads), pool_size, strides, out_hw)
     sums = xp.zeros((x.shape[0], *out_hw, x.shape[3]), dtype=x.dtype)
-    for r in range(pool_size[0]):  # cell by cell in row-major order, as native.c adds them (a .sum over the
-        for s in range(pool_size[1]):  # window axes adds in an order NumPy picks per shape)
-            sums += windows[:, :, :, r, s, :]
+    for part in _twin_chunks(x.shape, x.dtype.itemsize):
+        windows, total = window_view(pad_hw(x[part], pads), pool_size, strides, out_hw), sums[part]
+        for r in range(pool_size[0]):  # cell by cell in row-major order, as native_pool.h adds them (a .sum
+            for s in range(pool_size[1]):  # over the window axes adds in an order NumPy picks per shape)
+                total += windows[:, :, :, r, s, :]
     return sums / counts, cache
 
 
@@ -189,9 +224,12 @@ def avgpool_backward(dout: Array, cache: PoolCache) -> Array:
 
         _native_chunks(run_chunk, n, dout.size * kh * kw)
         return dx
-    share = (dout / cache.counts)[:, :, :, None, None, :]
-    patches = xp.broadcast_to(share, (n, out_h, out_w, kh, kw, c))
-    return crop_hw(windows_add(patches, cache.padded_shape, cache.strides), cache.pads)
+    share = dout / cache.counts
+    dx = xp.empty((n, *_input_hw(cache), c), dtype=dout.dtype)
+    for part in _twin_chunks(dx.shape, dx.dtype.itemsize):
+        patches = xp.broadcast_to(share[part][:, :, :, None, None, :], (len(dx[part]), out_h, out_w, kh, kw, c))
+        dx[part] = crop_hw(windows_add(patches, (len(dx[part]), *cache.padded_shape[1:]), cache.strides), cache.pads)
+    return dx
 
 
 class _Pool2D(Layer):
