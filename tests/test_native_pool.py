@@ -208,3 +208,20 @@ def test_a_zero_max_is_positive_zero_and_its_first_zero_wins(dtype, monkeypatch)
     assert zeros.any() and not np.signbit(twin[0][zeros]).any()
     np.testing.assert_array_equal(fast[1].argmax, twin[1].argmax)
     assert_same_bits(fast[2], twin[2])
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_the_twin_gives_the_same_bits_in_chunks_of_images(kind, monkeypatch):
+    """The twin walks a few images at a time (TWIN_CHUNK_BYTES); images are independent, so any chunking
+    gives the whole batch's bits."""
+    monkeypatch.setenv("XPNN_NATIVE", "0")
+    x = np.random.default_rng(10).standard_normal((7, 9, 11, 5)).astype(np.float32)
+    results = []
+    for chunk_bytes in (1, 3 * 9 * 11 * 5 * 4, 1 << 40):  # one image, three images, the whole batch
+        monkeypatch.setattr(pool, "TWIN_CHUNK_BYTES", chunk_bytes)
+        results.append(pool_pass(kind, x, (3, 2), (2, 1), "same"))
+    for other in results[1:]:
+        assert_same_bits(other[0], results[0][0])
+        assert_same_bits(other[2], results[0][2])
+        if kind == "max":
+            np.testing.assert_array_equal(other[1].argmax, results[0][1].argmax)
