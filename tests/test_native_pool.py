@@ -140,9 +140,10 @@ def test_a_cache_from_one_path_serves_the_other(kind, monkeypatch):
 
 
 @needs_native
-def test_results_do_not_depend_on_the_number_of_workers(monkeypatch):
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_results_do_not_depend_on_the_number_of_workers(dtype, monkeypatch):
     monkeypatch.setattr(pool, "PARALLEL_CELLS", 1)  # split every batch over the workers
-    x = np.random.default_rng(6).standard_normal((7, 12, 12, 4)).astype(np.float32)
+    x = np.random.default_rng(6).standard_normal((7, 12, 13, 36)).astype(dtype)
     monkeypatch.setenv("XPNN_NATIVE", "1")
     results = []
     for threads in ("1", "3"):

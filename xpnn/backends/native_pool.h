@@ -6,10 +6,15 @@
  * - average: the window's real cells summed in row-major order from +0, divided by their count;
  * - both backwards gather, for each input cell, the windows that hold it in the order (window row, window
  *   column) of the cell's place in them, from +0: the order in which the twin's strided adds reach it.
- * Channels are the vectors: 64-byte vectors (GCC vector extensions: one AVX-512 register in the x86-64-v4
- * clone, two AVX2 ones in the v3 clone), POOL_VECS of them per pass and POOL_GROUP max windows side by side,
- * their running maxima and winners in registers; channels past the last whole vector take a scalar loop.
- * The winners are stored as uint8 (windows of up to 256 cells) or int32: the dtype the twin's cache uses. */
+ * Channels are the vectors, POOL_VECS 64-byte vectors per pass (one AVX-512 register each in the x86-64-v4
+ * clones, two AVX2 ones in the v3 clones), channels past the last whole pass a scalar loop. The max forward
+ * keeps POOL_GROUP windows side by side, their running maxima and winners in registers: explicit AVX-512 where
+ * the CPU has it, generic loops that GCC vectorises otherwise. The backwards keep each input cell's sum in
+ * registers over the windows that hold it. Winners are stored as uint8 (windows of up to 256 cells) or int32,
+ * the dtype of the twin's cache (native.winner_dtype); a forward of 128 images 32×32×32 (3×3/2 SAME, float32)
+ * reads 16 MB, writes 4 MB and 1 MB of winners.
+ * Measured on the 2-core AMD EPYC VM (one thread, images in cache): 4.8 µs per image forward (was 18.5), 7 µs
+ * backward (was 18.7), a copy of the image 2.6 µs; from DRAM each pass runs at the VM's ~7 GB/s. */
 
 #ifndef POOL_VECS
 #define POOL_VECS 2  /* 64-byte vectors per pass: 32 floats or 16 doubles */
