@@ -102,8 +102,9 @@ def takes(x) -> bool:
 
 
 def avx512_switch() -> ctypes.c_int:
-    """native.c's `xpnn_avx512`: 1 lets float32 forwards take the AVX-512 kernel where the CPU and geometry
-    allow, 0 keeps them on the generic one (tests compare the two)."""
+    """native.c's `xpnn_avx512`: 1 lets float32 conv forwards and max pool forwards (native_pool.h, float32 and
+    float64) take their AVX-512 kernels where the CPU and geometry allow, 0 keeps them on the generic ones
+    (tests compare the two)."""
     lib = _load()
     if lib is None:
         raise RuntimeError(f"native kernels {status()}")
