@@ -31,6 +31,10 @@ GEOMETRIES = [
     ((7, 7, 300), (5, 5), (1, 1), "same"),  # more channels than one native pass (256), pads of 2 on each side
     ((8, 8, 10), (8, 8), (8, 8), "valid"),  # a global pool
     ((6, 9, 4), (2, 2), (3, 3), "valid"),  # stride larger than the window: cells no window holds
+    ((11, 13, 48), (3, 3), (2, 2), "same"),  # whole vector blocks and a tail of 16 channels (float32)
+    ((12, 10, 16), (2, 2), (2, 2), "valid"),  # one vector of float32 channels: the scalar tail only
+    ((21, 19, 64), (3, 2), (2, 1), "same"),  # several blocks, groups of windows side by side, odd sizes
+    ((18, 18, 8), (17, 17), (1, 1), "same"),  # 289 cells: int32 winners
 ]
 
 
@@ -136,9 +140,10 @@ def test_a_cache_from_one_path_serves_the_other(kind, monkeypatch):
 
 
 @needs_native
-def test_results_do_not_depend_on_the_number_of_workers(monkeypatch):
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_results_do_not_depend_on_the_number_of_workers(dtype, monkeypatch):
     monkeypatch.setattr(pool, "PARALLEL_CELLS", 1)  # split every batch over the workers
-    x = np.random.default_rng(6).standard_normal((7, 12, 12, 4)).astype(np.float32)
+    x = np.random.default_rng(6).standard_normal((7, 12, 13, 36)).astype(dtype)
     monkeypatch.setenv("XPNN_NATIVE", "1")
     results = []
     for threads in ("1", "3"):
@@ -157,3 +162,67 @@ def test_a_mismatched_array_is_refused_before_native_code_reads_it():
         native.max_pool_forward(x, g, np.zeros((1, 2, 2, 2)), np.zeros((1, 2, 2, 2), dtype=np.int32))
     with pytest.raises(ValueError, match="native kernel argument x"):
         native.avg_pool_forward(x[:, :3], np.ones((2, 2)), g, np.zeros((1, 2, 2, 2)))
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_avx512_and_generic_max_kernels_agree(geometry, dtype, monkeypatch):
+    """native_pool.h's AVX-512 max forward (where the CPU has it) and its generic loops: the same bits."""
+    shape, size, strides, padding = geometry
+    x = np.round(np.random.default_rng(7).standard_normal((3, *shape)), 1).astype(dtype)  # ties
+    monkeypatch.setenv("XPNN_NATIVE", "1")
+    switch = native.avx512_switch()
+    results = []
+    try:
+        for on in (1, 0):
+            switch.value = on
+            results.append(pool_pass("max", x, size, strides, padding))
+    finally:
+        switch.value = 1
+    assert_same_bits(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1].argmax, results[1][1].argmax)
+    assert_same_bits(results[0][2], results[1][2])
+
+
+@needs_native
+@pytest.mark.parametrize("size, dtype", [((3, 3), np.uint8), ((16, 16), np.uint8), ((16, 17), np.int32)])
+def test_winners_take_the_narrowest_dtype_on_both_paths(size, dtype, monkeypatch):
+    x = np.random.default_rng(8).standard_normal((2, 17, 18, 3))
+    for flag in ("0", "1"):
+        monkeypatch.setenv("XPNN_NATIVE", flag)
+        _, cache = pool.maxpool_forward(x, size, (1, 1), "same")
+        assert cache.argmax.dtype == dtype
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_zero_max_is_positive_zero_and_its_first_zero_wins(dtype, monkeypatch):
+    """-0 and +0 tie: the first of them wins the window, and the max is +0 on both paths (NumPy's maximum
+    keeps either zero, so the twin adds +0; the native loops do the same)."""
+    rng = np.random.default_rng(9)
+    x = -np.abs(rng.standard_normal((2, 7, 8, 33))).astype(dtype)
+    x[:, ::2, :, :] = np.where(rng.random((2, 4, 8, 33)) < 0.5, -0.0, 0.0).astype(dtype)
+    twin, fast = both(pool_pass, "max", x, (3, 3), (2, 2), "same", monkeypatch=monkeypatch)
+    assert_same_bits(fast[0], twin[0])
+    zeros = twin[0] == 0
+    assert zeros.any() and not np.signbit(twin[0][zeros]).any()
+    np.testing.assert_array_equal(fast[1].argmax, twin[1].argmax)
+    assert_same_bits(fast[2], twin[2])
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_the_twin_gives_the_same_bits_in_chunks_of_images(kind, monkeypatch):
+    """The twin walks a few images at a time (TWIN_CHUNK_BYTES); images are independent, so any chunking
+    gives the whole batch's bits."""
+    monkeypatch.setenv("XPNN_NATIVE", "0")
+    x = np.random.default_rng(10).standard_normal((7, 9, 11, 5)).astype(np.float32)
+    results = []
+    for chunk_bytes in (1, 3 * 9 * 11 * 5 * 4, 1 << 40):  # one image, three images, the whole batch
+        monkeypatch.setattr(pool, "TWIN_CHUNK_BYTES", chunk_bytes)
+        results.append(pool_pass(kind, x, (3, 2), (2, 1), "same"))
+    for other in results[1:]:
+        assert_same_bits(other[0], results[0][0])
+        assert_same_bits(other[2], results[0][2])
+        if kind == "max":
+            np.testing.assert_array_equal(other[1].argmax, results[0][1].argmax)

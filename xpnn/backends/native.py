@@ -84,8 +84,8 @@ def _load() -> ctypes.CDLL | None:
             lib.conv_input_grad_f32.restype = ctypes.c_int
             pool = ctypes.POINTER(PoolGeometry)
             for name, args in (
-                ("max_pool_forward", [pointer, pool, pointer, pointer]),
-                ("max_pool_backward", [pointer, pointer, pool, pointer]),
+                ("max_pool_forward", [pointer, pool, pointer, pointer, ctypes.c_int64]),
+                ("max_pool_backward", [pointer, pointer, ctypes.c_int64, pool, pointer]),
                 ("avg_pool_forward", [pointer, pointer, pool, pointer]),
                 ("avg_pool_backward", [pointer, pointer, pool, pointer]),
                 ("col2im", [pointer, pool, pointer]),
@@ -126,8 +126,9 @@ def takes(x) -> bool:
 
 
 def avx512_switch() -> ctypes.c_int:
-    """native.c's `xpnn_avx512`: 1 lets float32 forwards take the AVX-512 kernel where the CPU and geometry
-    allow, 0 keeps them on the generic one (tests compare the two)."""
+    """native.c's `xpnn_avx512`: 1 lets float32 conv forwards and max pool forwards (native_pool.h, float32 and
+    float64) take their AVX-512 kernels where the CPU and geometry allow, 0 keeps them on the generic ones
+    (tests compare the two)."""
     lib = _load()
     if lib is None:
         raise RuntimeError(f"native kernels {status()}")
@@ -231,15 +232,23 @@ def _pool_shapes(g: PoolGeometry) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return (g.n, g.h, g.w, g.c), (g.n, g.out_h, g.out_w, g.c)
 
 
+def winner_dtype(cells: int) -> np.dtype:
+    """The dtype of a max pool's winners (each window's winning cell, 0 ≤ cell < `cells`): the narrowest that
+    native_pool.h writes, uint8 for windows of up to 256 cells, else int32."""
+    return np.dtype(np.uint8) if cells <= 256 else np.dtype(np.int32)
+
+
 def max_pool_forward(x: np.ndarray, g: PoolGeometry, out: np.ndarray, argmax: np.ndarray) -> None:
-    """out = each window's max, argmax = its first row-major cell (padded cells hold -inf), as maxpool_forward."""
+    """out = each window's max, argmax (winner_dtype) = its first winning cell, as maxpool_forward."""
     x_shape, out_shape = _pool_shapes(g)
     fn = getattr(_load(), f"max_pool_forward_{_SUFFIX[x.dtype]}")
+    winners = winner_dtype(g.kh * g.kw)
     code = fn(
         _address(x, x_shape, x.dtype, "x"),
         ctypes.byref(g),
         _address(out, out_shape, x.dtype, "out"),
-        _address(argmax, out_shape, np.dtype(np.int64), "argmax"),
+        _address(argmax, out_shape, winners, "argmax"),
+        winners.itemsize,
     )
     _check(code, "max pool forward")
 
@@ -248,9 +257,11 @@ def max_pool_backward(dout: np.ndarray, argmax: np.ndarray, g: PoolGeometry, dx:
     """dx = each input cell's sum of the gradients of the windows it won, as maxpool_backward."""
     x_shape, out_shape = _pool_shapes(g)
     fn = getattr(_load(), f"max_pool_backward_{_SUFFIX[dout.dtype]}")
+    winners = winner_dtype(g.kh * g.kw)
     code = fn(
         _address(dout, out_shape, dout.dtype, "dout"),
-        _address(argmax, out_shape, np.dtype(np.int64), "argmax"),
+        _address(argmax, out_shape, winners, "argmax"),
+        winners.itemsize,
         ctypes.byref(g),
         _address(dx, x_shape, dout.dtype, "dx"),
     )
