@@ -294,3 +294,115 @@ def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
     return (
         lib.gemm_f32(a.ctypes.data, a.strides[0] // 4, a.strides[1] // 4, b.ctypes.data, out.ctypes.data, m, k, n) == 0
     )
+
+
+# ---- BatchNormalization (native_norm.h) ---------------------------------------------------------------------
+_NORM_ARGS = {  # pointers (p) and int64 (i), in the C signature's order
+    "bn_block_sums": "ppiiip",
+    "bn_backward_sums": "pppppiiipp",
+    "bn_apply": "pppiiip",
+    "bn_backward_apply": "ppppppppiip",
+}
+
+
+def _norm_fn(name: str, dtype: np.dtype):
+    """native_norm.h's `name` for this dtype, its ctypes signature declared on first use."""
+    fn = getattr(_load(), f"{name}_{_SUFFIX[dtype]}")
+    if fn.argtypes is None:
+        fn.argtypes = [ctypes.c_void_p if k == "p" else ctypes.c_int64 for k in _NORM_ARGS[name]]
+        fn.restype = ctypes.c_int
+    return fn
+
+
+def _optional(a: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype, name: str) -> int | None:
+    return None if a is None else _address(a, shape, dtype, name)
+
+
+def bn_block_sums(x: np.ndarray, mean: np.ndarray | None, block: int, partial: np.ndarray) -> None:
+    """partial (blocks, c) = each block of `block` rows of x (rows, c) summed in row order: of x, or with
+    mean (c) of (x − mean)²; the blocks are ceil(rows / block), the last one shorter."""
+    rows, c = x.shape
+    code = _norm_fn("bn_block_sums", x.dtype)(
+        _address(x, (rows, c), x.dtype, "x"),
+        _optional(mean, (c,), x.dtype, "mean"),
+        rows,
+        c,
+        block,
+        _address(partial, (-(-rows // block), c), x.dtype, "partial"),
+    )
+    _check(code, "batch norm sums")
+
+
+def bn_backward_sums(
+    dout: np.ndarray,
+    out: np.ndarray | None,
+    x: np.ndarray,
+    mean: np.ndarray,
+    rstd: np.ndarray,
+    block: int,
+    dbeta: np.ndarray,
+    dgamma: np.ndarray,
+) -> None:
+    """dbeta, dgamma (blocks, c) = each block's Σd and Σd·(x − mean)·rstd, d = dout, or dout·(out > 0) with
+    the fused ReLU's output `out`; all of dout, out, x are (rows, c)."""
+    rows, c = x.shape
+    dtype, vec, parts = x.dtype, (c,), (-(-rows // block), c)
+    code = _norm_fn("bn_backward_sums", dtype)(
+        _address(dout, (rows, c), dtype, "dout"),
+        _optional(out, (rows, c), dtype, "out"),
+        _address(x, (rows, c), dtype, "x"),
+        _address(mean, vec, dtype, "mean"),
+        _address(rstd, vec, dtype, "rstd"),
+        rows,
+        c,
+        block,
+        _address(dbeta, parts, dtype, "dbeta"),
+        _address(dgamma, parts, dtype, "dgamma"),
+    )
+    _check(code, "batch norm backward sums")
+
+
+def bn_apply(x: np.ndarray, inv: np.ndarray, shift: np.ndarray, relu: bool, out: np.ndarray) -> None:
+    """out (rows, c) = x·inv + shift (inv, shift (c)), then max(·, 0) with relu: BatchNormalization's output."""
+    rows, c = x.shape
+    code = _norm_fn("bn_apply", x.dtype)(
+        _address(x, (rows, c), x.dtype, "x"),
+        _address(inv, (c,), x.dtype, "inv"),
+        _address(shift, (c,), x.dtype, "shift"),
+        rows,
+        c,
+        int(bool(relu)),
+        _address(out, (rows, c), x.dtype, "out"),
+    )
+    _check(code, "batch norm apply")
+
+
+def bn_backward_apply(
+    dout: np.ndarray,
+    out: np.ndarray | None,
+    x: np.ndarray,
+    mean: np.ndarray | None,
+    rstd: np.ndarray,
+    scale: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    dx: np.ndarray,
+) -> None:
+    """dx (rows, c) = ((d − a) − (x − mean)·rstd·b)·scale in training, d·scale in inference (mean None);
+    d as in bn_backward_sums, every vector (c)."""
+    rows, c = dout.shape
+    dtype, vec = dout.dtype, (c,)
+    code = _norm_fn("bn_backward_apply", dtype)(
+        _address(dout, (rows, c), dtype, "dout"),
+        _optional(out, (rows, c), dtype, "out"),
+        None if mean is None else _address(x, (rows, c), dtype, "x"),
+        _optional(mean, vec, dtype, "mean"),
+        _address(rstd, vec, dtype, "rstd"),
+        _address(scale, vec, dtype, "scale"),
+        _address(a, vec, dtype, "a"),
+        _address(b, vec, dtype, "b"),
+        rows,
+        c,
+        _address(dx, (rows, c), dtype, "dx"),
+    )
+    _check(code, "batch norm backward apply")

@@ -24,6 +24,7 @@ from xpnn.layers import conv_chunks
 from xpnn.layers.activations import ReLU
 from xpnn.layers.base import Layer
 from xpnn.layers.conv import Conv2D, conv2d_input_grad
+from xpnn.layers.fused_norm import BatchNormRelu
 from xpnn.layers.padding import output_size, pads_2d
 from xpnn.layers.pool import MaxPool2D
 from xpnn.layers.windows import window_view
@@ -428,7 +429,7 @@ def uses_native(x: Array) -> bool:
 
 def plan(layers: list[Layer], fuse: bool = True) -> list:
     """The units that run `layers` in order: fused Conv2D → ReLU → MaxPool2D triples where they apply, then
-    Conv2D → ReLU pairs (CPU)."""
+    Conv2D → ReLU pairs (CPU), then BatchNormalization → ReLU pairs (xpnn.layers.fused_norm)."""
     units, i = [], 0
     while i < len(layers):
         if fuse and i + 2 < len(layers) and ConvReluPool.applies(*layers[i : i + 3]):
@@ -436,6 +437,9 @@ def plan(layers: list[Layer], fuse: bool = True) -> list:
             i += 3
         elif fuse and i + 1 < len(layers) and ConvRelu.applies(*layers[i : i + 2]):
             units.append(ConvRelu(*layers[i : i + 2]))
+            i += 2
+        elif fuse and i + 1 < len(layers) and BatchNormRelu.applies(*layers[i : i + 2]):
+            units.append(BatchNormRelu(*layers[i : i + 2]))
             i += 2
         else:
             units.append(Single(layers[i]))

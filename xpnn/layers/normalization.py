@@ -4,7 +4,16 @@ Training normalises with the batch's mean and biased variance over every axis bu
 the running statistics in the forward: moving = moving·momentum + batch·(1 − momentum) (Keras 3's update,
 with the biased variance). Inference normalises with the moving statistics. Either way the output is
 TF's x·inv + (beta − mean·inv) with inv = gamma / sqrt(var + epsilon); the backward is the exact gradient
-of the forward that ran (through the batch statistics in training).
+of the forward that ran (through the batch statistics in training). It recomputes xhat = (x − mean)·rstd
+from the input instead of keeping a copy the input's size.
+
+Channels-last input (axis=-1, the usual case) is viewed as (rows, c); its sums run over fixed blocks of
+rows, each block in row order, then the blocks' partial sums in block order: the same bits on any number
+of threads, and float32 sums that do not drift over a long batch. On the NumPy backend these passes run in
+native loops where `xpnn.backends.native` was built (native_norm.h: one pass per reduction or output, no
+temporaries); the NumPy code below is their twin (the same bits), the path CuPy and machines without a
+compiler run. Other axes run plain NumPy reductions. With `relu=True` (the BatchNormalization → ReLU plan
+unit, xpnn.layers.fused_norm) the ReLU runs inside the output pass, and its gradient inside the backward's.
 """
 
 from __future__ import annotations
@@ -14,17 +23,119 @@ from typing import Any
 
 import numpy as np
 
-from xpnn.backends import get_backend
+from xpnn.backends import get_backend, native
+from xpnn.cpu_threads import cpu_workers, map_chunks
 from xpnn.layers.base import Layer
 from xpnn.types import Array
+
+BLOCK_VALUES = 1 << 14  # a reduction block: whole rows, about this many values (64 KB of float32)
+# Native passes use a worker thread for every this many values (~0.4 ms of one core's loads); waking one
+# costs ~0.15 ms (docs/benchmarks.md)
+PARALLEL_VALUES = 1 << 19
 
 
 @dataclass(frozen=True)
 class BatchNormCache:
-    xhat: Array  # (x − mean) / sqrt(var + epsilon), the input's shape
+    x: Array  # the input (xhat = (x − mean)·rstd is recomputed from it in the backward)
+    mean: Array  # the mean that normalised x (batch or moving), broadcastable to the input
     rstd: Array  # 1 / sqrt(var + epsilon), broadcastable to the input
     axes: tuple[int, ...]  # the reduced axes
     training: bool  # whether mean and var were the batch's (their gradient then flows too)
+    out: Array | None = None  # the output, when a fused ReLU ran (its gradient is dout·(out > 0))
+
+
+def block_rows(c: int) -> int:
+    """Rows per reduction block for c channels: fixed by the shape, never by the number of threads."""
+    return max(1, BLOCK_VALUES // c)
+
+
+def channels_last(x: Array, axes: tuple[int, ...]) -> bool:
+    """Whether the reduction is over every axis but the last (x viewed as (rows, c)): the blocked path."""
+    return x.ndim >= 2 and x.size > 0 and axes == tuple(range(x.ndim - 1))
+
+
+def _workers(values: int) -> int:
+    return max(1, min(cpu_workers(), values // PARALLEL_VALUES))
+
+
+def _over_rows(run, rows: int, c: int) -> None:
+    """run(start, stop) over row ranges, on the workers when the pass is large enough (any split: elementwise)."""
+    workers = _workers(rows * c)
+    map_chunks(lambda start, stop, worker: run(start, stop), rows, -(-rows // workers), workers, blas=False)
+
+
+def _over_blocks(run, rows: int, c: int, block: int) -> None:
+    """run(row_start, row_stop, block_start, block_stop) over whole blocks of rows, on the workers when large."""
+    blocks = -(-rows // block)
+    workers = _workers(rows * c)
+
+    def run_chunk(start: int, stop: int, worker: int) -> None:
+        run(start * block, min(rows, stop * block), start, stop)
+
+    map_chunks(run_chunk, blocks, -(-blocks // workers), workers, blas=False)
+
+
+def block_sums(v: Array, block: int) -> Array:
+    """(blocks, c): each block of `block` rows of v (rows, c) summed in row order, the last block shorter.
+
+    NumPy adds the rows of a (blocks, block, c) view one after another, as native_norm.h does. With one
+    channel a sum would run along contiguous memory, pairwise; a cumulative sum runs in order.
+    """
+    xp = get_backend().xp
+    rows, c = v.shape
+    full = rows // block * block
+    if c == 1:
+        sums = [v[:full].reshape(-1, block).cumsum(axis=1)[:, -1:]]
+        if full < rows:
+            sums.append(v[full:].reshape(1, -1).cumsum(axis=1)[:, -1:])
+        return xp.concatenate(sums)
+    parts = v[:full].reshape(-1, block, c).sum(axis=1)
+    if full < rows:
+        parts = xp.concatenate([parts, v[full:].sum(axis=0, keepdims=True)])
+    return parts
+
+
+def row_sums(x: Array, mean: Array | None = None) -> Array:
+    """(c,) sums over the rows of x (rows, c): of x, or of (x − mean)² with mean (c,); blocked as `block_sums`."""
+    xp = get_backend().xp
+    rows, c = x.shape
+    block = block_rows(c)
+    if native.takes(x):
+        x, mean = xp.ascontiguousarray(x), None if mean is None else xp.ascontiguousarray(mean)
+        parts = xp.empty((-(-rows // block), c), dtype=x.dtype)
+
+        def run(r0: int, r1: int, b0: int, b1: int) -> None:
+            native.bn_block_sums(x[r0:r1], mean, block, parts[b0:b1])
+
+        _over_blocks(run, rows, c, block)
+    elif mean is None:
+        parts = block_sums(x, block)
+    else:
+        d = x - mean
+        d *= d
+        parts = block_sums(d, block)
+    return parts.sum(axis=0)  # the blocks in order, one pass over a small array
+
+
+def moments(x: Array, axes: tuple[int, ...]) -> tuple[Array, Array]:
+    """(mean, biased variance) over `axes`, kept as broadcastable dims: tf.nn.moments's two passes."""
+    if not channels_last(x, axes):
+        mean = x.mean(axis=axes, keepdims=True)
+        d = x - mean
+        d *= d
+        return mean, d.mean(axis=axes, keepdims=True)
+    c = x.shape[-1]
+    x2 = x.reshape(-1, c)
+    rows = x2.shape[0]
+    mean = row_sums(x2) / rows
+    var = row_sums(x2, mean) / rows
+    bshape = (1,) * (x.ndim - 1) + (c,)
+    return mean.reshape(bshape), var.reshape(bshape)
+
+
+def _vec(a: Array) -> Array:
+    """A broadcastable (1, ..., 1, c) array as a contiguous (c,) vector for native.c."""
+    return get_backend().xp.ascontiguousarray(a.reshape(-1))
 
 
 def batchnorm_forward(
@@ -36,25 +147,111 @@ def batchnorm_forward(
     epsilon: float,
     axes: tuple[int, ...],
     training: bool,
+    relu: bool = False,
 ) -> tuple[Array, BatchNormCache]:
-    """tf.nn.batch_normalization with broadcastable `mean`, `var`, `gamma`, `beta` (None: not used)."""
+    """tf.nn.batch_normalization with broadcastable `mean`, `var`, `gamma`, `beta` (None: not used); then
+    tf.nn.relu when `relu`."""
     xp = get_backend().xp
     rstd = 1.0 / xp.sqrt(var + epsilon)
     inv = rstd if gamma is None else rstd * gamma
     shift = -mean * inv if beta is None else beta - mean * inv
-    out = x * inv + shift
-    return out, BatchNormCache((x - mean) * rstd, rstd, axes, training)
+    if channels_last(x, axes) and native.takes(x):
+        x = xp.ascontiguousarray(x)
+        c = x.shape[-1]
+        x2, inv_c, shift_c = x.reshape(-1, c), _vec(inv), _vec(shift)
+        out = xp.empty(x.shape, dtype=x.dtype)
+        out2 = out.reshape(-1, c)
+
+        def run(start: int, stop: int) -> None:
+            native.bn_apply(x2[start:stop], inv_c, shift_c, relu, out2[start:stop])
+
+        _over_rows(run, x2.shape[0], c)
+    else:
+        out = x * inv
+        out += shift
+        if relu:
+            xp.maximum(out, 0.0, out=out)
+    return out, BatchNormCache(x, mean, rstd, axes, training, out if relu else None)
 
 
-def batchnorm_backward(dout: Array, cache: BatchNormCache, gamma: Array | None) -> tuple[Array, Array, Array]:
-    """(dx, dgamma, dbeta); in training dx = gamma·rstd·(dout − mean(dout) − xhat·mean(dout·xhat))."""
-    dbeta = dout.sum(axis=cache.axes, keepdims=True)
-    dgamma = (dout * cache.xhat).sum(axis=cache.axes, keepdims=True)
+def batchnorm_backward(
+    dout: Array, cache: BatchNormCache, gamma: Array | None, need_dx: bool = True
+) -> tuple[Array | None, Array, Array]:
+    """(dx, dgamma, dbeta); in training dx = gamma·rstd·(dout − mean(dout) − xhat·mean(dout·xhat)).
+
+    With a fused ReLU, dout is first masked as tf.nn.relu's gradient does: dout·(out > 0). dx is None
+    without `need_dx`.
+    """
     scale = cache.rstd if gamma is None else cache.rstd * gamma
+    count = dout.size // cache.rstd.size
+    if channels_last(cache.x, cache.axes):
+        return _backward_rows(dout, cache, scale, count, need_dx)
+    kernels = get_backend().kernels
+    d = dout if cache.out is None else kernels.relu_grad(dout, cache.out)
+    xhat = cache.x - cache.mean
+    xhat *= cache.rstd
+    dbeta = d.sum(axis=cache.axes, keepdims=True)
+    dgamma = (d * xhat).sum(axis=cache.axes, keepdims=True)
+    if not need_dx:
+        return None, dgamma, dbeta
     if not cache.training:
-        return dout * scale, dgamma, dbeta
-    count = dout.size // dbeta.size
-    return scale * (dout - dbeta / count - cache.xhat * (dgamma / count)), dgamma, dbeta
+        return d * scale, dgamma, dbeta
+    xhat *= dgamma / count
+    dx = d - dbeta / count
+    dx -= xhat
+    dx *= scale
+    return dx, dgamma, dbeta
+
+
+def _backward_rows(dout: Array, cache: BatchNormCache, scale: Array, count: int, need_dx: bool):
+    """batchnorm_backward for channels-last input, as (rows, c): native passes, or their NumPy twin."""
+    xp, kernels = get_backend().xp, get_backend().kernels
+    c = dout.shape[-1]
+    x2, d2 = cache.x.reshape(-1, c), dout.reshape(-1, c)
+    out2 = None if cache.out is None else cache.out.reshape(-1, c)
+    mean, rstd = _vec(cache.mean), _vec(cache.rstd)
+    rows, block = x2.shape[0], block_rows(c)
+    if native.takes(d2):
+        x2, d2 = xp.ascontiguousarray(x2), xp.ascontiguousarray(d2)
+        out2 = None if out2 is None else xp.ascontiguousarray(out2)
+        dbeta_parts = xp.empty((-(-rows // block), c), dtype=d2.dtype)
+        dgamma_parts = xp.empty_like(dbeta_parts)
+
+        def run_sums(r0: int, r1: int, b0: int, b1: int) -> None:
+            o = None if out2 is None else out2[r0:r1]
+            native.bn_backward_sums(d2[r0:r1], o, x2[r0:r1], mean, rstd, block, dbeta_parts[b0:b1], dgamma_parts[b0:b1])
+
+        _over_blocks(run_sums, rows, c, block)
+        dbeta, dgamma = dbeta_parts.sum(axis=0), dgamma_parts.sum(axis=0)
+        if not need_dx:
+            return None, dgamma, dbeta
+        a, b, scale_c = dbeta / count, dgamma / count, _vec(scale)
+        dx = xp.empty(d2.shape, dtype=d2.dtype)
+        mean_or_none = mean if cache.training else None
+
+        def run_dx(start: int, stop: int) -> None:
+            o = None if out2 is None else out2[start:stop]
+            native.bn_backward_apply(
+                d2[start:stop], o, x2[start:stop], mean_or_none, rstd, scale_c, a, b, dx[start:stop]
+            )
+
+        _over_rows(run_dx, rows, c)
+        return dx.reshape(dout.shape), dgamma, dbeta
+    d = d2 if out2 is None else kernels.relu_grad(d2, out2)
+    xhat = x2 - mean
+    xhat *= rstd
+    t = d * xhat
+    dgamma = block_sums(t, block).sum(axis=0)
+    dbeta = block_sums(d, block).sum(axis=0)
+    if not need_dx:
+        return None, dgamma, dbeta
+    if not cache.training:
+        return (d * _vec(scale)).reshape(dout.shape), dgamma, dbeta
+    xhat *= dgamma / count
+    xp.subtract(d, dbeta / count, out=t)
+    t -= xhat
+    t *= _vec(scale)
+    return t.reshape(dout.shape), dgamma, dbeta
 
 
 class BatchNormalization(Layer):
@@ -120,26 +317,27 @@ class BatchNormalization(Layer):
         w = self.weights.get(key)
         return None if w is None else w.reshape(self._bshape)
 
-    def forward(self, x: Array, training: bool = False) -> tuple[Array, BatchNormCache]:
+    def forward(self, x: Array, training: bool = False, relu: bool = False) -> tuple[Array, BatchNormCache]:
+        """The normalised x (then ReLU'd with `relu`: the fused BatchNormalization → ReLU unit) and its cache."""
         if training:
-            mean = x.mean(axis=self._axes, keepdims=True)
-            var = ((x - mean) ** 2).mean(axis=self._axes, keepdims=True)  # biased, as tf.nn.moments
+            mean, var = moments(x, self._axes)  # biased variance, as tf.nn.moments
             m = self.momentum
             stats = self.non_trainable
             stats["moving_mean"] = stats["moving_mean"] * m + mean.reshape(-1) * (1.0 - m)
             stats["moving_variance"] = stats["moving_variance"] * m + var.reshape(-1) * (1.0 - m)
         else:
             mean, var = self._b("moving_mean"), self._b("moving_variance")
-        return batchnorm_forward(x, self._b("gamma"), self._b("beta"), mean, var, self.epsilon, self._axes, training)
+        gamma, beta = self._b("gamma"), self._b("beta")
+        return batchnorm_forward(x, gamma, beta, mean, var, self.epsilon, self._axes, training, relu)
 
     def backward(self, dout: Array, cache: BatchNormCache, need_dx: bool = True) -> tuple[Array | None, dict]:
-        dx, dgamma, dbeta = batchnorm_backward(dout, cache, self._b("gamma"))
+        dx, dgamma, dbeta = batchnorm_backward(dout, cache, self._b("gamma"), need_dx)
         grads = {}
         if self.scale:
             grads["gamma"] = dgamma.reshape(-1)
         if self.center:
             grads["beta"] = dbeta.reshape(-1)
-        return (dx if need_dx else None), grads
+        return dx, grads
 
     def get_config(self) -> dict[str, Any]:
         return {
