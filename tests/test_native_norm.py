@@ -113,6 +113,25 @@ def test_threads_and_chunks_never_change_a_bit(dtype, monkeypatch):
             assert_same_bits(a, b)
 
 
+@needs_native
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("flags", [("1", "0"), ("0", "1")])
+def test_relu_mask_recomputed_from_x_gives_the_kept_outputs_bits(flags, training, monkeypatch):
+    """The native forward keeps no output: the backward masks by x·inv + shift > 0, natively or on the twin."""
+    shape, results = (7, 6, 5, 9), []
+    for forward_flag, backward_flag in (flags, ("0", "0")):
+        layer = built_layer(shape, "float32")
+        rng = np.random.default_rng(8)
+        x, dout = rng.standard_normal(shape).astype(np.float32), rng.standard_normal(shape).astype(np.float32)
+        monkeypatch.setenv("XPNN_NATIVE", forward_flag)
+        out, cache = layer.forward(x, training=training, relu=True)
+        assert (cache.out is None) == (forward_flag == "1")
+        monkeypatch.setenv("XPNN_NATIVE", backward_flag)
+        results.append([out, *layer.backward(dout, cache)[:1], *layer.backward(dout, cache)[1].values()])
+    for a, b in zip(*results):
+        assert_same_bits(a, b)
+
+
 def old_twin(x, gamma, beta, mean, var, epsilon, axes, training, dout):
     """The layer's math before blocked sums and recomputed xhat (plain NumPy reductions): an independent oracle."""
     rstd = 1.0 / np.sqrt(var + epsilon)

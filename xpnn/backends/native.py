@@ -299,9 +299,9 @@ def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
 # ---- BatchNormalization (native_norm.h) ---------------------------------------------------------------------
 _NORM_ARGS = {  # pointers (p) and int64 (i), in the C signature's order
     "bn_block_sums": "ppiiip",
-    "bn_backward_sums": "pppppiiipp",
+    "bn_backward_sums": "ppppppiiipp",
     "bn_apply": "pppiiip",
-    "bn_backward_apply": "ppppppppiip",
+    "bn_backward_apply": "pppppppppiip",
 }
 
 
@@ -335,22 +335,24 @@ def bn_block_sums(x: np.ndarray, mean: np.ndarray | None, block: int, partial: n
 
 def bn_backward_sums(
     dout: np.ndarray,
-    out: np.ndarray | None,
     x: np.ndarray,
+    relu: tuple[np.ndarray, np.ndarray] | None,
     mean: np.ndarray,
     rstd: np.ndarray,
     block: int,
     dbeta: np.ndarray,
     dgamma: np.ndarray,
 ) -> None:
-    """dbeta, dgamma (blocks, c) = each block's Σd and Σd·(x − mean)·rstd, d = dout, or dout·(out > 0) with
-    the fused ReLU's output `out`; all of dout, out, x are (rows, c)."""
+    """dbeta, dgamma (blocks, c) = each block's Σd and Σd·(x − mean)·rstd; d = dout, or with the fused ReLU's
+    relu = (inv, shift) dout·(x·inv + shift > 0); dout and x are (rows, c), every vector (c)."""
     rows, c = x.shape
     dtype, vec, parts = x.dtype, (c,), (-(-rows // block), c)
+    inv, shift = (None, None) if relu is None else relu
     code = _norm_fn("bn_backward_sums", dtype)(
         _address(dout, (rows, c), dtype, "dout"),
-        _optional(out, (rows, c), dtype, "out"),
         _address(x, (rows, c), dtype, "x"),
+        _optional(inv, vec, dtype, "inv"),
+        _optional(shift, vec, dtype, "shift"),
         _address(mean, vec, dtype, "mean"),
         _address(rstd, vec, dtype, "rstd"),
         rows,
@@ -379,8 +381,8 @@ def bn_apply(x: np.ndarray, inv: np.ndarray, shift: np.ndarray, relu: bool, out:
 
 def bn_backward_apply(
     dout: np.ndarray,
-    out: np.ndarray | None,
     x: np.ndarray,
+    relu: tuple[np.ndarray, np.ndarray] | None,
     mean: np.ndarray | None,
     rstd: np.ndarray,
     scale: np.ndarray,
@@ -392,10 +394,12 @@ def bn_backward_apply(
     d as in bn_backward_sums, every vector (c)."""
     rows, c = dout.shape
     dtype, vec = dout.dtype, (c,)
+    inv, shift = (None, None) if relu is None else relu
     code = _norm_fn("bn_backward_apply", dtype)(
         _address(dout, (rows, c), dtype, "dout"),
-        _optional(out, (rows, c), dtype, "out"),
-        None if mean is None else _address(x, (rows, c), dtype, "x"),
+        _address(x, (rows, c), dtype, "x"),
+        _optional(inv, vec, dtype, "inv"),
+        _optional(shift, vec, dtype, "shift"),
         _optional(mean, vec, dtype, "mean"),
         _address(rstd, vec, dtype, "rstd"),
         _address(scale, vec, dtype, "scale"),

@@ -31,7 +31,7 @@ from xpnn.types import Array
 BLOCK_VALUES = 1 << 14  # a reduction block: whole rows, about this many values (64 KB of float32)
 # Native passes use a worker thread for every this many values (~0.4 ms of one core's loads); waking one
 # costs ~0.15 ms (docs/benchmarks.md)
-PARALLEL_VALUES = 1 << 19
+PARALLEL_VALUES = 1 << 21
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,8 @@ class BatchNormCache:
     rstd: Array  # 1 / sqrt(var + epsilon), broadcastable to the input
     axes: tuple[int, ...]  # the reduced axes
     training: bool  # whether mean and var were the batch's (their gradient then flows too)
-    out: Array | None = None  # the output, when a fused ReLU ran (its gradient is dout·(out > 0))
+    relu: tuple[Array, Array] | None = None  # (inv, shift) when a fused ReLU ran: out > 0 ⟺ x·inv + shift > 0
+    out: Array | None = None  # the fused ReLU's output where the NumPy path ran (its mask, read, not recomputed)
 
 
 def block_rows(c: int) -> int:
@@ -55,12 +56,17 @@ def channels_last(x: Array, axes: tuple[int, ...]) -> bool:
 
 
 def _workers(values: int) -> int:
-    return max(1, min(cpu_workers(), values // PARALLEL_VALUES))
+    """Worker threads for a native pass over `values` values (the BLAS budget is read only when it matters)."""
+    wanted = values // PARALLEL_VALUES
+    return 1 if wanted < 2 else max(1, min(cpu_workers(), wanted))
 
 
 def _over_rows(run, rows: int, c: int) -> None:
     """run(start, stop) over row ranges, on the workers when the pass is large enough (any split: elementwise)."""
     workers = _workers(rows * c)
+    if workers == 1:
+        run(0, rows)
+        return
     map_chunks(lambda start, stop, worker: run(start, stop), rows, -(-rows // workers), workers, blas=False)
 
 
@@ -68,6 +74,9 @@ def _over_blocks(run, rows: int, c: int, block: int) -> None:
     """run(row_start, row_stop, block_start, block_stop) over whole blocks of rows, on the workers when large."""
     blocks = -(-rows // block)
     workers = _workers(rows * c)
+    if workers == 1:
+        run(0, rows, 0, blocks)
+        return
 
     def run_chunk(start: int, stop: int, worker: int) -> None:
         run(start * block, min(rows, stop * block), start, stop)
@@ -166,12 +175,26 @@ def batchnorm_forward(
             native.bn_apply(x2[start:stop], inv_c, shift_c, relu, out2[start:stop])
 
         _over_rows(run, x2.shape[0], c)
+        kept = None  # the native backward recomputes the ReLU's mask from x: the output may go
     else:
         out = x * inv
         out += shift
         if relu:
             xp.maximum(out, 0.0, out=out)
-    return out, BatchNormCache(x, mean, rstd, axes, training, out if relu else None)
+        kept = out if relu else None
+    return out, BatchNormCache(x, mean, rstd, axes, training, (inv, shift) if relu else None, kept)
+
+
+def _relu_grad(dout: Array, x: Array, cache: BatchNormCache, inv: Array, shift: Array) -> Array:
+    """TF's ReluGrad dout·(out > 0) for the fused ReLU: from the kept output, else from x·inv + shift, whose
+    sign is the output's (the same rounding), so the same bits."""
+    out = cache.out
+    if out is None:
+        out = x * inv
+        out += shift
+    else:
+        out = out.reshape(dout.shape)
+    return get_backend().kernels.relu_grad(dout, out)
 
 
 def batchnorm_backward(
@@ -186,8 +209,7 @@ def batchnorm_backward(
     count = dout.size // cache.rstd.size
     if channels_last(cache.x, cache.axes):
         return _backward_rows(dout, cache, scale, count, need_dx)
-    kernels = get_backend().kernels
-    d = dout if cache.out is None else kernels.relu_grad(dout, cache.out)
+    d = dout if cache.relu is None else _relu_grad(dout, cache.x, cache, *cache.relu)
     xhat = cache.x - cache.mean
     xhat *= cache.rstd
     dbeta = d.sum(axis=cache.axes, keepdims=True)
@@ -205,21 +227,20 @@ def batchnorm_backward(
 
 def _backward_rows(dout: Array, cache: BatchNormCache, scale: Array, count: int, need_dx: bool):
     """batchnorm_backward for channels-last input, as (rows, c): native passes, or their NumPy twin."""
-    xp, kernels = get_backend().xp, get_backend().kernels
+    xp = get_backend().xp
     c = dout.shape[-1]
     x2, d2 = cache.x.reshape(-1, c), dout.reshape(-1, c)
-    out2 = None if cache.out is None else cache.out.reshape(-1, c)
+    relu = None if cache.relu is None else (_vec(cache.relu[0]), _vec(cache.relu[1]))
     mean, rstd = _vec(cache.mean), _vec(cache.rstd)
     rows, block = x2.shape[0], block_rows(c)
     if native.takes(d2):
         x2, d2 = xp.ascontiguousarray(x2), xp.ascontiguousarray(d2)
-        out2 = None if out2 is None else xp.ascontiguousarray(out2)
         dbeta_parts = xp.empty((-(-rows // block), c), dtype=d2.dtype)
         dgamma_parts = xp.empty_like(dbeta_parts)
 
         def run_sums(r0: int, r1: int, b0: int, b1: int) -> None:
-            o = None if out2 is None else out2[r0:r1]
-            native.bn_backward_sums(d2[r0:r1], o, x2[r0:r1], mean, rstd, block, dbeta_parts[b0:b1], dgamma_parts[b0:b1])
+            parts = dbeta_parts[b0:b1], dgamma_parts[b0:b1]
+            native.bn_backward_sums(d2[r0:r1], x2[r0:r1], relu, mean, rstd, block, *parts)
 
         _over_blocks(run_sums, rows, c, block)
         dbeta, dgamma = dbeta_parts.sum(axis=0), dgamma_parts.sum(axis=0)
@@ -230,14 +251,13 @@ def _backward_rows(dout: Array, cache: BatchNormCache, scale: Array, count: int,
         mean_or_none = mean if cache.training else None
 
         def run_dx(start: int, stop: int) -> None:
-            o = None if out2 is None else out2[start:stop]
             native.bn_backward_apply(
-                d2[start:stop], o, x2[start:stop], mean_or_none, rstd, scale_c, a, b, dx[start:stop]
+                d2[start:stop], x2[start:stop], relu, mean_or_none, rstd, scale_c, a, b, dx[start:stop]
             )
 
         _over_rows(run_dx, rows, c)
         return dx.reshape(dout.shape), dgamma, dbeta
-    d = d2 if out2 is None else kernels.relu_grad(d2, out2)
+    d = d2 if relu is None else _relu_grad(d2, x2, cache, *relu)
     xhat = x2 - mean
     xhat *= rstd
     t = d * xhat
