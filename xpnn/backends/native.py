@@ -298,8 +298,8 @@ def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
 
 # ---- BatchNormalization (native_norm.h) ---------------------------------------------------------------------
 _NORM_ARGS = {  # pointers (p) and int64 (i), in the C signature's order
-    "bn_block_sums": "ppiiip",
-    "bn_backward_sums": "ppppppiiipp",
+    "bn_block_sums": "ppiiiip",
+    "bn_backward_sums": "ppppppiiiipp",
     "bn_apply": "pppiiip",
     "bn_backward_apply": "pppppppppiip",
 }
@@ -318,17 +318,26 @@ def _optional(a: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype, nam
     return None if a is None else _address(a, shape, dtype, name)
 
 
-def bn_block_sums(x: np.ndarray, mean: np.ndarray | None, block: int, partial: np.ndarray) -> None:
-    """partial (blocks, c) = each block of `block` rows of x (rows, c) summed in row order: of x, or with
-    mean (c) of (x − mean)²; the blocks are ceil(rows / block), the last one shorter."""
+def _blocks(rows: int, block: int, lanes: int) -> int:
+    """The number of reduction blocks, after checking that whole blocks split into whole lanes."""
+    if block < 1 or lanes < 1 or block % lanes:
+        raise ValueError(f"native batch norm: block ({block}) must be a positive multiple of lanes ({lanes})")
+    return -(-rows // block)
+
+
+def bn_block_sums(x: np.ndarray, mean: np.ndarray | None, block: int, lanes: int, partial: np.ndarray) -> None:
+    """partial (blocks, c) = each block of `block` rows of x (rows, c) summed: of x, or with mean of (x − mean)²;
+    a whole block as `lanes` interleaved lanes then the lanes in order, the short last block in row order
+    (native_norm.h). mean holds lanes·c values (the c means repeated)."""
     rows, c = x.shape
     code = _norm_fn("bn_block_sums", x.dtype)(
         _address(x, (rows, c), x.dtype, "x"),
-        _optional(mean, (c,), x.dtype, "mean"),
+        _optional(mean, (lanes * c,), x.dtype, "mean"),
         rows,
         c,
         block,
-        _address(partial, (-(-rows // block), c), x.dtype, "partial"),
+        lanes,
+        _address(partial, (_blocks(rows, block, lanes), c), x.dtype, "partial"),
     )
     _check(code, "batch norm sums")
 
@@ -340,13 +349,15 @@ def bn_backward_sums(
     mean: np.ndarray,
     rstd: np.ndarray,
     block: int,
+    lanes: int,
     dbeta: np.ndarray,
     dgamma: np.ndarray,
 ) -> None:
-    """dbeta, dgamma (blocks, c) = each block's Σd and Σd·(x − mean)·rstd; d = dout, or with the fused ReLU's
-    relu = (inv, shift) dout·(x·inv + shift > 0); dout and x are (rows, c), every vector (c)."""
+    """dbeta, dgamma (blocks, c) = each block's Σd and Σd·(x − mean)·rstd, blocked as bn_block_sums; d = dout,
+    or with the fused ReLU's relu = (inv, shift) dout·(x·inv + shift > 0); dout and x are (rows, c), every
+    vector lanes·c values (each c repeated)."""
     rows, c = x.shape
-    dtype, vec, parts = x.dtype, (c,), (-(-rows // block), c)
+    dtype, vec, parts = x.dtype, (lanes * c,), (_blocks(rows, block, lanes), c)
     inv, shift = (None, None) if relu is None else relu
     code = _norm_fn("bn_backward_sums", dtype)(
         _address(dout, (rows, c), dtype, "dout"),
@@ -358,6 +369,7 @@ def bn_backward_sums(
         rows,
         c,
         block,
+        lanes,
         _address(dbeta, parts, dtype, "dbeta"),
         _address(dgamma, parts, dtype, "dgamma"),
     )

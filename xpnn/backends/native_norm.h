@@ -4,9 +4,10 @@
  * is one pass over its rows, channels the inner, contiguous loop, which the compiler vectorises. The NumPy
  * twin is xpnn/layers/normalization.py's channels-last path, and these loops give its bits:
  * - reductions (the batch mean, the sum of squared deviations, the backward's Σd and Σd·xhat) sum blocks
- *   of `block` rows each, every block from its first row on in row order (numpy's sum(axis=1) of the
- *   (blocks, block, c) view), into one partial row per block. The caller adds the partial rows in block
- *   order, so a result does not depend on how the blocks were shared among threads;
+ *   of `block` rows each into one partial row per block: a whole block as `lanes` interleaved lanes, each
+ *   in row order, then the lanes in order (numpy's sum(axis=1) of the (blocks, block / lanes, lanes·c) view,
+ *   then of the (blocks, lanes, c) one); the short last block in row order. The caller adds the partial rows
+ *   in block order, so a result does not depend on how the blocks were shared among threads;
  * - elementwise passes round each operation as NumPy does: x·inv + shift is a product, rounded, then a sum.
  * Channels go in tiles of 4 vectors, then single vectors, then one by one: a tile's sums, means and scales stay
  * in registers over a block's rows (a loop per row over 32 channels cost more than its arithmetic).
@@ -32,7 +33,7 @@ typedef T NAME(nvec) __attribute__((vector_size(32))); /* 8 floats or 4 doubles 
 typedef LANE_INT NAME(nmask) __attribute__((vector_size(32)));
 #define NVEC NAME(nvec)
 #define NMASK NAME(nmask)
-#define NL ((int64_t)(32 / sizeof(T))) /* lanes per vector */
+#define NL ((int64_t)(32 / sizeof(T))) /* values per vector */
 #define TILE 4                          /* vectors per channel tile */
 #define ROW_STEP 64                     /* rows per pass of an elementwise tile (kept in L1/L2 for the next tile) */
 #define INLINE static inline __attribute__((always_inline))
@@ -91,31 +92,59 @@ INLINE void NAME(sums_tile)(const T *x, const T *mean, int64_t r0, int64_t r1, i
         NSTORE(acc_out + ch + k * NL, acc[k]);
 }
 
-/* partial[k] (c) = Σ over block k's rows of x (mean NULL) or of (x − mean)², mean (c): the batch moments'
- * two passes, as tf.nn.moments (mean, then the mean of squared deviations). */
-CLONES int NAME(bn_block_sums)(const T *x, const T *mean, int64_t rows, int64_t c, int64_t block, T *partial)
+/* acc (c) = the column sums of x (rows, c), of x or of (x − mean)², each column in row order: channels in tiles
+ * of TILE vectors, then of one, then one by one. */
+INLINE void NAME(column_sums)(const T *x, const T *mean, int64_t rows, int64_t c, T *acc)
 {
     NORM_NO_CONTRACT
-    for (int64_t r0 = 0, k = 0; r0 < rows; r0 += block, k++) {
-        const int64_t r1 = r0 + block < rows ? r0 + block : rows;
-        T *acc = partial + k * c;
-        int64_t ch = 0;
-        for (; ch + TILE * NL <= c; ch += TILE * NL)
-            NAME(sums_tile)(x, mean, r0, r1, c, ch, TILE, acc);
-        for (; ch + NL <= c; ch += NL)
-            NAME(sums_tile)(x, mean, r0, r1, c, ch, 1, acc);
-        for (; ch < c; ch++) {
-            const T mu = mean ? mean[ch] : (T)0;
-            for (int64_t r = r0; r < r1; r++) {
-                T v = x[r * c + ch];
-                if (mean) {
-                    v = v - mu;
-                    v = v * v;
-                }
-                acc[ch] = r == r0 ? v : acc[ch] + v;
+    int64_t ch = 0;
+    for (; ch + TILE * NL <= c; ch += TILE * NL)
+        NAME(sums_tile)(x, mean, 0, rows, c, ch, TILE, acc);
+    for (; ch + NL <= c; ch += NL)
+        NAME(sums_tile)(x, mean, 0, rows, c, ch, 1, acc);
+    for (; ch < c; ch++) {
+        const T mu = mean ? mean[ch] : (T)0;
+        for (int64_t r = 0; r < rows; r++) {
+            T v = x[r * c + ch];
+            if (mean) {
+                v = v - mu;
+                v = v * v;
             }
+            acc[ch] = r == 0 ? v : acc[ch] + v;
         }
     }
+}
+
+/* out (c) = lane (lanes, c) summed over its lanes in lane order. */
+static void NAME(add_lanes)(const T *lane, int64_t lanes, int64_t c, T *out)
+{
+    memcpy(out, lane, (size_t)c * sizeof(T));
+    for (int64_t j = 1; j < lanes; j++)
+        for (int64_t ch = 0; ch < c; ch++)
+            out[ch] += lane[j * c + ch];
+}
+
+/* partial[k] (c) = Σ over block k's rows of x (mean NULL) or of (x − mean)²: the batch moments' two passes,
+ * as tf.nn.moments (mean, then the mean of squared deviations). A whole block (block rows, a multiple of lanes)
+ * is summed as `lanes` interleaved lanes (row r into lane r % lanes; the block viewed as (block / lanes,
+ * lanes·c)), then the lanes in order: the NumPy twin's long rows. A shorter last block is summed in row order.
+ * mean has lanes·c values (the c means repeated lanes times). Returns 0, or -1 when out of memory. */
+CLONES int NAME(bn_block_sums)(const T *x, const T *mean, int64_t rows, int64_t c, int64_t block, int64_t lanes,
+                               T *partial)
+{
+    NORM_NO_CONTRACT
+    T *lane = lanes > 1 ? malloc((size_t)(lanes * c) * sizeof(T)) : NULL;
+    if (lanes > 1 && lane == NULL)
+        return -1;
+    for (int64_t r0 = 0, k = 0; r0 < rows; r0 += block, k++) {
+        const int64_t r1 = r0 + block < rows ? r0 + block : rows;
+        if (lanes > 1 && r1 - r0 == block) {
+            NAME(column_sums)(x + r0 * c, mean, block / lanes, lanes * c, lane);
+            NAME(add_lanes)(lane, lanes, c, partial + k * c);
+        } else
+            NAME(column_sums)(x + r0 * c, mean, r1 - r0, c, partial + k * c);
+    }
+    free(lane);
     return 0;
 }
 
@@ -165,34 +194,55 @@ INLINE void NAME(backward_sums_tile)(const T *dout, const T *x, const T *inv, co
     }
 }
 
-/* dbeta[k], dgamma[k] (c) = Σ over block k's rows of d and of d·xhat, xhat = (x − mean)·rstd recomputed (the
- * forward keeps no xhat); d = dout, or with the fused ReLU (inv not NULL) dout masked as TF's ReluGrad,
- * dout·(out > 0), where out > 0 ⟺ x·inv + shift > 0 with the forward's rounding: the output need not be kept. */
-CLONES int NAME(bn_backward_sums)(const T *dout, const T *x, const T *inv, const T *shift, const T *mean,
-                                  const T *rstd, int64_t rows, int64_t c, int64_t block, T *dbeta, T *dgamma)
+/* db, dg (c) = the column sums of d and d·xhat over rows (rows, c), each column in row order (backward_sums_tile). */
+INLINE void NAME(column_grad_sums)(const T *dout, const T *x, const T *inv, const T *shift, const T *mean,
+                                   const T *rstd, int64_t rows, int64_t c, T *db, T *dg)
 {
     NORM_NO_CONTRACT
+    int64_t ch = 0;
+    for (; ch + TILE * NL <= c; ch += TILE * NL)
+        NAME(backward_sums_tile)(dout, x, inv, shift, mean, rstd, 0, rows, c, ch, TILE, db, dg);
+    for (; ch + NL <= c; ch += NL)
+        NAME(backward_sums_tile)(dout, x, inv, shift, mean, rstd, 0, rows, c, ch, 1, db, dg);
+    for (; ch < c; ch++)
+        for (int64_t r = 0; r < rows; r++) {
+            const int64_t at = r * c + ch;
+            T d = dout[at];
+            if (inv)
+                d = d * NAME(relu_factor)(x[at], inv[ch], shift[ch]);
+            T xhat = x[at] - mean[ch];
+            xhat = xhat * rstd[ch];
+            const T p = d * xhat;
+            db[ch] = r == 0 ? d : db[ch] + d;
+            dg[ch] = r == 0 ? p : dg[ch] + p;
+        }
+}
+
+/* dbeta[k], dgamma[k] (c) = Σ over block k's rows of d and of d·xhat, xhat = (x − mean)·rstd recomputed (the
+ * forward keeps no xhat); d = dout, or with the fused ReLU (inv not NULL) dout masked as TF's ReluGrad,
+ * dout·(out > 0), where out > 0 ⟺ x·inv + shift > 0 with the forward's rounding: the output need not be kept.
+ * Blocks and lanes as in bn_block_sums; inv, shift, mean, rstd have lanes·c values (each c repeated). Returns 0,
+ * or -1 when out of memory. */
+CLONES int NAME(bn_backward_sums)(const T *dout, const T *x, const T *inv, const T *shift, const T *mean,
+                                  const T *rstd, int64_t rows, int64_t c, int64_t block, int64_t lanes, T *dbeta,
+                                  T *dgamma)
+{
+    NORM_NO_CONTRACT
+    T *lane = lanes > 1 ? malloc((size_t)(2 * lanes * c) * sizeof(T)) : NULL;
+    if (lanes > 1 && lane == NULL)
+        return -1;
     for (int64_t r0 = 0, k = 0; r0 < rows; r0 += block, k++) {
-        const int64_t r1 = r0 + block < rows ? r0 + block : rows;
-        T *db = dbeta + k * c, *dg = dgamma + k * c;
-        int64_t ch = 0;
-        for (; ch + TILE * NL <= c; ch += TILE * NL)
-            NAME(backward_sums_tile)(dout, x, inv, shift, mean, rstd, r0, r1, c, ch, TILE, db, dg);
-        for (; ch + NL <= c; ch += NL)
-            NAME(backward_sums_tile)(dout, x, inv, shift, mean, rstd, r0, r1, c, ch, 1, db, dg);
-        for (; ch < c; ch++)
-            for (int64_t r = r0; r < r1; r++) {
-                const int64_t at = r * c + ch;
-                T d = dout[at];
-                if (inv)
-                    d = d * NAME(relu_factor)(x[at], inv[ch], shift[ch]);
-                T xhat = x[at] - mean[ch];
-                xhat = xhat * rstd[ch];
-                const T p = d * xhat;
-                db[ch] = r == r0 ? d : db[ch] + d;
-                dg[ch] = r == r0 ? p : dg[ch] + p;
-            }
+        const int64_t r1 = r0 + block < rows ? r0 + block : rows, at = r0 * c;
+        if (lanes > 1 && r1 - r0 == block) {
+            T *db = lane, *dg = lane + lanes * c;
+            NAME(column_grad_sums)(dout + at, x + at, inv, shift, mean, rstd, block / lanes, lanes * c, db, dg);
+            NAME(add_lanes)(db, lanes, c, dbeta + k * c);
+            NAME(add_lanes)(dg, lanes, c, dgamma + k * c);
+        } else
+            NAME(column_grad_sums)(dout + at, x + at, inv, shift, mean, rstd, r1 - r0, c, dbeta + k * c,
+                                   dgamma + k * c);
     }
+    free(lane);
     return 0;
 }
 
