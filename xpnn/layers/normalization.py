@@ -30,6 +30,10 @@ from xpnn.types import Array
 
 BLOCK_VALUES = 1 << 14  # a reduction block: whole rows, about this many values (64 KB of float32)
 LANE_VALUES = 256  # a block is summed as rows of about this many values (interleaved lanes): long NumPy loops
+# The NumPy twin works through the rows in spans of whole blocks of about this many values: its temporaries stay
+# in cache and come from freed memory, never fresh pages (a fresh 8 MB temporary cost ~1.5 ms of page faults in
+# the BatchNorm CNN's step, more than the arithmetic on it). CuPy takes all rows at once.
+SPAN_VALUES = 1 << 17
 # Native passes use a worker thread for every this many values (~0.4 ms of one core's loads); waking one
 # costs ~0.15 ms (docs/benchmarks.md)
 PARALLEL_VALUES = 1 << 21
@@ -111,6 +115,14 @@ def block_sums(v: Array, block: int, lanes: int) -> Array:
     return parts
 
 
+def spans(rows: int, c: int, block: int) -> list[tuple[int, int]]:
+    """The NumPy twin's row ranges: whole blocks of about SPAN_VALUES values on the CPU, every row on CuPy."""
+    if get_backend().name != "numpy":
+        return [(0, rows)]
+    step = max(block, SPAN_VALUES // c // block * block)
+    return [(r0, min(rows, r0 + step)) for r0 in range(0, rows, step)]
+
+
 def row_sums(x: Array, mean: Array | None = None) -> Array:
     """(c,) sums over the rows of x (rows, c): of x, or of (x − mean)² with mean (c,); blocked as `block_sums`."""
     xp = get_backend().xp
@@ -127,9 +139,12 @@ def row_sums(x: Array, mean: Array | None = None) -> Array:
     elif mean is None:
         parts = block_sums(x, block, lanes)
     else:
-        d = x - mean
-        d *= d
-        parts = block_sums(d, block, lanes)
+        chunks = []
+        for r0, r1 in spans(rows, c, block):  # whole blocks each: the same blocks as one call over every row
+            d = x[r0:r1] - mean
+            d *= d
+            chunks.append(block_sums(d, block, lanes))
+        parts = xp.concatenate(chunks)
     return parts.sum(axis=0)  # the blocks in order, one pass over a small array
 
 
@@ -183,6 +198,18 @@ def batchnorm_forward(
 
         _over_rows(run, x2.shape[0], c)
         kept = None  # the native backward recomputes the ReLU's mask from x: the output may go
+    elif channels_last(x, axes):
+        c = x.shape[-1]
+        x2, inv_c, shift_c = x.reshape(-1, c), _vec(inv), _vec(shift)
+        out2 = xp.empty(x2.shape, dtype=x.dtype)
+        for r0, r1 in spans(x2.shape[0], c, block_rows(c)[0]):  # each span's three passes in cache
+            o = out2[r0:r1]
+            xp.multiply(x2[r0:r1], inv_c, out=o)
+            o += shift_c
+            if relu:
+                xp.maximum(o, 0.0, out=o)
+        out = out2.reshape(x.shape)
+        kept = out if relu else None
     else:
         out = x * inv
         out += shift
@@ -192,15 +219,12 @@ def batchnorm_forward(
     return out, BatchNormCache(x, mean, rstd, axes, training, (inv, shift) if relu else None, kept)
 
 
-def _relu_grad(dout: Array, x: Array, cache: BatchNormCache, inv: Array, shift: Array) -> Array:
+def _relu_grad(dout: Array, x: Array, out: Array | None, inv: Array, shift: Array) -> Array:
     """TF's ReluGrad dout·(out > 0) for the fused ReLU: from the kept output, else from x·inv + shift, whose
     sign is the output's (the same rounding), so the same bits."""
-    out = cache.out
     if out is None:
         out = x * inv
         out += shift
-    else:
-        out = out.reshape(dout.shape)
     return get_backend().kernels.relu_grad(dout, out)
 
 
@@ -216,7 +240,7 @@ def batchnorm_backward(
     count = dout.size // cache.rstd.size
     if channels_last(cache.x, cache.axes):
         return _backward_rows(dout, cache, scale, count, need_dx)
-    d = dout if cache.relu is None else _relu_grad(dout, cache.x, cache, *cache.relu)
+    d = dout if cache.relu is None else _relu_grad(dout, cache.x, cache.out, *cache.relu)
     xhat = cache.x - cache.mean
     xhat *= cache.rstd
     dbeta = d.sum(axis=cache.axes, keepdims=True)
@@ -266,21 +290,49 @@ def _backward_rows(dout: Array, cache: BatchNormCache, scale: Array, count: int,
 
         _over_rows(run_dx, rows, c)
         return dx.reshape(dout.shape), dgamma, dbeta
-    d = d2 if relu is None else _relu_grad(d2, x2, cache, *relu)
-    xhat = x2 - mean
-    xhat *= rstd
-    t = d * xhat
-    dgamma = block_sums(t, block, lanes).sum(axis=0)
-    dbeta = block_sums(d, block, lanes).sum(axis=0)
+    return _twin_backward_rows(d2, x2, cache, relu, mean, rstd, _vec(scale), count, need_dx)
+
+
+def _twin_backward_rows(d2: Array, x2: Array, cache: BatchNormCache, relu, mean, rstd, scale, count, need_dx):
+    """The NumPy twin of the native backward, span by span (`spans`): a sums pass, then a dx pass, each
+    recomputing d (the ReLU-masked dout) and xhat = (x − mean)·rstd in cache."""
+    xp = get_backend().xp
+    rows, c = d2.shape
+    block, lanes = block_rows(c)
+    out2 = None if cache.out is None else cache.out.reshape(-1, c)
+
+    def terms(r0: int, r1: int, with_xhat: bool = True) -> tuple[Array, Array | None]:
+        d = d2[r0:r1]
+        if relu is not None:
+            d = _relu_grad(d, x2[r0:r1], None if out2 is None else out2[r0:r1], *relu)
+        if not with_xhat:
+            return d, None
+        xhat = x2[r0:r1] - mean
+        xhat *= rstd
+        return d, xhat
+
+    db_parts, dg_parts = [], []
+    for r0, r1 in spans(rows, c, block):
+        d, xhat = terms(r0, r1)
+        db_parts.append(block_sums(d, block, lanes))
+        xhat *= d  # d·xhat
+        dg_parts.append(block_sums(xhat, block, lanes))
+    dbeta, dgamma = xp.concatenate(db_parts).sum(axis=0), xp.concatenate(dg_parts).sum(axis=0)
     if not need_dx:
         return None, dgamma, dbeta
-    if not cache.training:
-        return (d * _vec(scale)).reshape(dout.shape), dgamma, dbeta
-    xhat *= dgamma / count
-    xp.subtract(d, dbeta / count, out=t)
-    t -= xhat
-    t *= _vec(scale)
-    return t.reshape(dout.shape), dgamma, dbeta
+    a, b = dbeta / count, dgamma / count
+    dx = xp.empty(d2.shape, dtype=d2.dtype)
+    for r0, r1 in spans(rows, c, block):
+        d, xhat = terms(r0, r1, cache.training)
+        out = dx[r0:r1]
+        if not cache.training:
+            xp.multiply(d, scale, out=out)
+            continue
+        xhat *= b
+        xp.subtract(d, a, out=out)
+        out -= xhat
+        out *= scale
+    return dx.reshape(cache.x.shape), dgamma, dbeta
 
 
 class BatchNormalization(Layer):
