@@ -34,8 +34,9 @@ LANE_VALUES = 256  # a block is summed as rows of about this many values (interl
 # in cache and come from freed memory, never fresh pages (a fresh 8 MB temporary cost ~1.5 ms of page faults in
 # the BatchNorm CNN's step, more than the arithmetic on it). CuPy takes all rows at once.
 SPAN_VALUES = 1 << 17
-# Native passes use a worker thread for every this many values (~0.4 ms of one core's loads); waking one
-# costs ~0.15 ms (docs/benchmarks.md)
+# Native passes use a worker thread for every this many values (~0.2-0.4 ms of one pass on one core); waking
+# one costs ~0.15 ms (docs/benchmarks.md), and more on a busy machine: at 1 << 19 the BatchNorm CNN's 1M-value
+# passes ran slower on two threads than on one
 PARALLEL_VALUES = 1 << 21
 
 
