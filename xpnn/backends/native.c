@@ -10,8 +10,9 @@
  *
  * The kernels themselves are in native_kernels.h, included once for float32 and once for float64; the
  * pooling layers' kernels (max and average, any window, stride and padding) in native_pool.h, likewise, and
- * the chunked convolution's col2im in native_conv.h; a float32 AVX-512 GEMM in native_gemm.h; Adam's update in
- * one pass in native_optim.h; a blocked transpose in native_transpose.h.
+ * the chunked convolution's col2im in native_conv.h; BatchNormalization's passes in native_norm.h; a float32
+ * AVX-512 GEMM in native_gemm.h; Adam's update in one pass in native_optim.h; a blocked transpose in
+ * native_transpose.h.
  * Layouts are TensorFlow's: images (n, h, w, cin), kernels (fh, fw, cin, cout), pooled (n, out_h, out_w, cout).
  * Sums run in the order (kernel row, kernel column, input channel), each with one multiply-add.
  */
@@ -66,7 +67,8 @@ static int64_t *window_cells(const Geometry *g)
 #include "native_conv.h"
 #include "native_optim.h"
 #include "native_transpose.h"
-#include "native_kernels.h"
+#include "native_norm.h"
+#include "native_kernels.h" /* last: it #undefs T, LANE_INT and NAME */
 
 #define T double
 #define LANE_INT int64_t
@@ -75,7 +77,8 @@ static int64_t *window_cells(const Geometry *g)
 #include "native_conv.h"
 #include "native_optim.h"
 #include "native_transpose.h"
-#include "native_kernels.h"
+#include "native_norm.h"
+#include "native_kernels.h" /* last: it #undefs T, LANE_INT and NAME */
 
 /* The float32 forward's AVX-512 path: GCC or Clang on x86-64, chosen per call when the CPU has AVX-512F and
  * the geometry suits it; xpnn_avx512 = 0 (set from Python, for tests) keeps every call on the generic kernel. */

@@ -522,3 +522,131 @@ def transposed_copy(a: np.ndarray) -> np.ndarray | None:
     src = a.T  # C-contiguous (cols, rows) of the caller's view
     getattr(_load(), f"transpose_{_SUFFIX[a.dtype]}")(src.ctypes.data, src.shape[0], src.shape[1], out.ctypes.data)
     return out
+
+
+# ---- BatchNormalization (native_norm.h) ---------------------------------------------------------------------
+_NORM_ARGS = {  # pointers (p) and int64 (i), in the C signature's order
+    "bn_block_sums": "ppiiiip",
+    "bn_backward_sums": "ppppppiiiipp",
+    "bn_apply": "pppiiip",
+    "bn_backward_apply": "pppppppppiip",
+}
+
+
+def _norm_fn(name: str, dtype: np.dtype):
+    """native_norm.h's `name` for this dtype, its ctypes signature declared on first use."""
+    fn = getattr(_load(), f"{name}_{_SUFFIX[dtype]}")
+    if fn.argtypes is None:
+        fn.argtypes = [ctypes.c_void_p if k == "p" else ctypes.c_int64 for k in _NORM_ARGS[name]]
+        fn.restype = ctypes.c_int
+    return fn
+
+
+def _optional(a: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype, name: str) -> int | None:
+    return None if a is None else _address(a, shape, dtype, name)
+
+
+def _blocks(rows: int, block: int, lanes: int) -> int:
+    """The number of reduction blocks, after checking that whole blocks split into whole lanes."""
+    if block < 1 or lanes < 1 or block % lanes:
+        raise ValueError(f"native batch norm: block ({block}) must be a positive multiple of lanes ({lanes})")
+    return -(-rows // block)
+
+
+def bn_block_sums(x: np.ndarray, mean: np.ndarray | None, block: int, lanes: int, partial: np.ndarray) -> None:
+    """partial (blocks, c) = each block of `block` rows of x (rows, c) summed: of x, or with mean of (x − mean)²;
+    a whole block as `lanes` interleaved lanes then the lanes in order, the short last block in row order
+    (native_norm.h). mean holds lanes·c values (the c means repeated)."""
+    rows, c = x.shape
+    code = _norm_fn("bn_block_sums", x.dtype)(
+        _address(x, (rows, c), x.dtype, "x"),
+        _optional(mean, (lanes * c,), x.dtype, "mean"),
+        rows,
+        c,
+        block,
+        lanes,
+        _address(partial, (_blocks(rows, block, lanes), c), x.dtype, "partial"),
+    )
+    _check(code, "batch norm sums")
+
+
+def bn_backward_sums(
+    dout: np.ndarray,
+    x: np.ndarray,
+    relu: tuple[np.ndarray, np.ndarray] | None,
+    mean: np.ndarray,
+    rstd: np.ndarray,
+    block: int,
+    lanes: int,
+    dbeta: np.ndarray,
+    dgamma: np.ndarray,
+) -> None:
+    """dbeta, dgamma (blocks, c) = each block's Σd and Σd·(x − mean)·rstd, blocked as bn_block_sums; d = dout,
+    or with the fused ReLU's relu = (inv, shift) dout·(x·inv + shift > 0); dout and x are (rows, c), every
+    vector lanes·c values (each c repeated)."""
+    rows, c = x.shape
+    dtype, vec, parts = x.dtype, (lanes * c,), (_blocks(rows, block, lanes), c)
+    inv, shift = (None, None) if relu is None else relu
+    code = _norm_fn("bn_backward_sums", dtype)(
+        _address(dout, (rows, c), dtype, "dout"),
+        _address(x, (rows, c), dtype, "x"),
+        _optional(inv, vec, dtype, "inv"),
+        _optional(shift, vec, dtype, "shift"),
+        _address(mean, vec, dtype, "mean"),
+        _address(rstd, vec, dtype, "rstd"),
+        rows,
+        c,
+        block,
+        lanes,
+        _address(dbeta, parts, dtype, "dbeta"),
+        _address(dgamma, parts, dtype, "dgamma"),
+    )
+    _check(code, "batch norm backward sums")
+
+
+def bn_apply(x: np.ndarray, inv: np.ndarray, shift: np.ndarray, relu: bool, out: np.ndarray) -> None:
+    """out (rows, c) = x·inv + shift (inv, shift (c)), then max(·, 0) with relu: BatchNormalization's output."""
+    rows, c = x.shape
+    code = _norm_fn("bn_apply", x.dtype)(
+        _address(x, (rows, c), x.dtype, "x"),
+        _address(inv, (c,), x.dtype, "inv"),
+        _address(shift, (c,), x.dtype, "shift"),
+        rows,
+        c,
+        int(bool(relu)),
+        _address(out, (rows, c), x.dtype, "out"),
+    )
+    _check(code, "batch norm apply")
+
+
+def bn_backward_apply(
+    dout: np.ndarray,
+    x: np.ndarray,
+    relu: tuple[np.ndarray, np.ndarray] | None,
+    mean: np.ndarray | None,
+    rstd: np.ndarray,
+    scale: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    dx: np.ndarray,
+) -> None:
+    """dx (rows, c) = ((d − a) − (x − mean)·rstd·b)·scale in training, d·scale in inference (mean None);
+    d as in bn_backward_sums, every vector (c)."""
+    rows, c = dout.shape
+    dtype, vec = dout.dtype, (c,)
+    inv, shift = (None, None) if relu is None else relu
+    code = _norm_fn("bn_backward_apply", dtype)(
+        _address(dout, (rows, c), dtype, "dout"),
+        _address(x, (rows, c), dtype, "x"),
+        _optional(inv, vec, dtype, "inv"),
+        _optional(shift, vec, dtype, "shift"),
+        _optional(mean, vec, dtype, "mean"),
+        _address(rstd, vec, dtype, "rstd"),
+        _address(scale, vec, dtype, "scale"),
+        _address(a, vec, dtype, "a"),
+        _address(b, vec, dtype, "b"),
+        rows,
+        c,
+        _address(dx, (rows, c), dtype, "dx"),
+    )
+    _check(code, "batch norm backward apply")

@@ -25,6 +25,7 @@ from xpnn.layers.activations import ReLU
 from xpnn.layers.base import Layer
 from xpnn.layers.conv import Conv2D, conv2d_input_grad
 from xpnn.layers.dense import Dense
+from xpnn.layers.fused_norm import BatchNormRelu
 from xpnn.layers.padding import output_size, pads_2d
 from xpnn.layers.pool import MaxPool2D
 from xpnn.layers.windows import window_view
@@ -458,7 +459,7 @@ def uses_native(x: Array) -> bool:
 
 def plan(layers: list[Layer], fuse: bool = True) -> list:
     """The units that run `layers` in order: fused Conv2D → ReLU → MaxPool2D triples where they apply, then
-    Conv2D → ReLU pairs (CPU) and Dense → ReLU pairs."""
+    Conv2D → ReLU pairs (CPU), BatchNormalization → ReLU pairs (xpnn.layers.fused_norm) and Dense → ReLU pairs."""
     units, i = [], 0
     while i < len(layers):
         if fuse and i + 2 < len(layers) and ConvReluPool.applies(*layers[i : i + 3]):
@@ -469,6 +470,9 @@ def plan(layers: list[Layer], fuse: bool = True) -> list:
             i += 2
         elif fuse and i + 1 < len(layers) and DenseRelu.applies(*layers[i : i + 2]):
             units.append(DenseRelu(*layers[i : i + 2]))
+            i += 2
+        elif fuse and i + 1 < len(layers) and BatchNormRelu.applies(*layers[i : i + 2]):
+            units.append(BatchNormRelu(*layers[i : i + 2]))
             i += 2
         else:
             units.append(Single(layers[i]))
