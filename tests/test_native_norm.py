@@ -25,7 +25,7 @@ from xpnn import (
 from xpnn.backends import native
 from xpnn.layers import normalization
 from xpnn.layers.fused import Single, plan
-from xpnn.layers.fused_norm import BatchNormRelu
+from xpnn.layers.fused_norm import BatchNormRelu, ConvBatchNormRelu
 
 needs_native = pytest.mark.skipif(not native.built(), reason=f"native kernels {native.status()}")
 
@@ -192,8 +192,8 @@ def bn_cnn(dtype, seed=4, **bn_kwargs):
 
 def test_plan_pairs_batchnorm_with_the_relu_after_it():
     model = bn_cnn("float64")
-    units = plan(model.layers)
-    assert [type(u) for u in units].count(BatchNormRelu) == 3
+    units = [type(u) for u in plan(model.layers)]
+    assert units.count(ConvBatchNormRelu) == 2 and units.count(BatchNormRelu) == 1  # the Dense's BN: a pair
     assert all(type(u) is Single for u in plan(model.layers, fuse=False))
     lone = Sequential([BatchNormalization(), Dense(2), BatchNormalization()]).build((4,))
     assert [type(u) for u in plan(lone.layers)] == [Single, Single, Single]
@@ -281,3 +281,31 @@ def test_native_wrappers_check_every_array():
         native.bn_block_sums(x, vec, 2, 2, np.zeros((2, 3)))  # 2 lanes read 6 means
     with pytest.raises(ValueError, match="multiple of lanes"):
         native.bn_block_sums(x, None, 3, 2, np.zeros((2, 3)))
+
+
+# ---- Conv2D → BatchNormalization → ReLU: inference in the conv's epilogue ---------------------------------------
+@pytest.mark.parametrize("native_flag", ["0", pytest.param("1", marks=needs_native)])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("cout, strides, padding", [(16, 1, "same"), (7, 2, "valid"), (40, 1, "valid")])
+def test_conv_batchnorm_relu_inference_has_the_layers_bits(cout, strides, padding, dtype, native_flag, monkeypatch):
+    """The epilogue's + b, · inv + shift, max(·, 0) round as the three layers do: the same bits, float32 on the
+    implicit conv (native_igemm.h) and float64 on the columns' path; a backward after it matches too."""
+    monkeypatch.setenv("XPNN_NATIVE", native_flag)
+    layers = [Conv2D(cout, 3, strides=strides, padding=padding), BatchNormalization(), ReLU(), Flatten(), Dense(3)]
+    model = Sequential(layers, dtype=dtype).build((11, 10, 5), seed=2)
+    rng = np.random.default_rng(3)
+    for key, w in layers[1].weights.items():  # moving statistics and gamma/beta away from their defaults
+        w[...] = rng.uniform(0.5, 1.5, w.shape) if key != "moving_mean" else rng.standard_normal(w.shape)
+    layers[0].params["b"][...] = rng.standard_normal(cout)
+    assert type(plan(model.layers)[0]) is ConvBatchNormRelu
+    x = rng.standard_normal((9, 11, 10, 5))
+    xb, yb = model._prepare(x, rng.integers(0, 3, 9))
+    fused, _, _ = model.forward(xb, training=False)
+    layered, _, _ = model.forward(xb, record=True, training=False)
+    assert_same_bits(fused, layered)
+    assert (np.asarray(model.forward(xb, record=True, training=False)[2][2]) == 0).any()  # the ReLU clipped some
+    loss = get_loss("softmax_cross_entropy")
+    a = model.run_pass(xb, yb, loss, training=False)
+    b = model.run_pass(xb, yb, loss, record=True, training=False)
+    for g, h in zip(a.grads, b.grads):
+        assert_same_bits(g, h)

@@ -97,10 +97,14 @@ static int gemm_avx512(const float *a, int64_t a_row, int64_t a_col, const float
 }
 static int avx512_takes(const Geometry *g) { (void)g; return 0; }
 struct ConvGeometry;
+struct ConvEpilogue {
+    const float *bias, *scale, *shift;
+    int relu;
+};
 static int conv_forward_avx512(const float *x, const struct ConvGeometry *g, const float *w, int64_t ldw,
-                               const float *bias, int relu, float *out)
+                               const struct ConvEpilogue *e, float *out)
 {
-    (void)x, (void)g, (void)w, (void)ldw, (void)bias, (void)relu, (void)out;
+    (void)x, (void)g, (void)w, (void)ldw, (void)e, (void)out;
     return -1;
 }
 static int conv_weight_grad_avx512(const float *x, const struct ConvGeometry *g, const float *grad, float *dwt)
@@ -151,16 +155,20 @@ int gemm_f32(const float *a, int64_t a_row, int64_t a_col, const float *b, float
 }
 
 /* The chunked conv without the im2col copy (native_igemm.h), float32 (conv_avx512_runs: whether they run here):
- * out (m, out_h, out_w, cout) = conv(x, w) (+ bias, NULL for none) (then max(·, 0) when relu), x the padded chunk
- * (m, hp, wp, cin), w (fh·fw·cin, ldw) and bias (ldw) with zeros past cout, ldw = cout rounded up to 16; and dwt
+ * out (m, out_h, out_w, cout) = conv(x, w) (+ bias) (· scale + shift) (then max(·, 0) when relu; NULL vectors
+ * skip their step), x the padded chunk (m, hp, wp, cin), w (fh·fw·cin, ldw) and the vectors (ldw) with zeros
+ * past cout, ldw = cout rounded up to 16; and dwt
  * (cout, fh·fw·cin) = Σ over the chunk's pixels of grad · columns. Each returns 0, or -1 where it does not run
  * (no AVX-512F, xpnn_avx512 = 0, and for dwt fw·cin not a multiple of 16): the caller then copies columns. */
 int conv_avx512_runs(void) { return xpnn_avx512 && gemm_takes(); }
 
-int conv_gemm_f32(const float *x, const struct ConvGeometry *g, const float *w, int64_t ldw, const float *bias, int relu,
-                  float *out)
+int conv_gemm_f32(const float *x, const struct ConvGeometry *g, const float *w, int64_t ldw, const float *bias,
+                  const float *scale, const float *shift, int relu, float *out)
 {
-    return xpnn_avx512 ? conv_forward_avx512(x, g, w, ldw, bias, relu, out) : -1;
+    const struct ConvEpilogue e = {bias, scale, shift, relu};
+    if ((scale == NULL) != (shift == NULL))
+        return -1;
+    return xpnn_avx512 ? conv_forward_avx512(x, g, w, ldw, &e, out) : -1;
 }
 
 int conv_weight_grad_f32(const float *x, const struct ConvGeometry *g, const float *grad, float *dwt)

@@ -73,7 +73,7 @@ def _load() -> ctypes.CDLL | None:
             lib.gemm_f32.argtypes = [pointer, *[ctypes.c_int64] * 2, pointer, pointer, *[ctypes.c_int64] * 3]
             lib.gemm_f32.restype = ctypes.c_int
             conv = ctypes.POINTER(ConvGeometry)
-            lib.conv_gemm_f32.argtypes = [pointer, conv, pointer, ctypes.c_int64, pointer, ctypes.c_int, pointer]
+            lib.conv_gemm_f32.argtypes = [pointer, conv, pointer, ctypes.c_int64, *[pointer] * 3, ctypes.c_int, pointer]
             lib.conv_gemm_f32.restype = ctypes.c_int
             lib.conv_weight_grad_f32.argtypes = [pointer, conv, pointer, pointer]
             lib.conv_weight_grad_f32.restype = ctypes.c_int
@@ -384,32 +384,49 @@ def _whole_vectors(a: np.ndarray) -> np.ndarray:
 
 
 def conv_gemm(
-    x_pad: np.ndarray, w: np.ndarray, b: np.ndarray | None, strides, out_hw, relu: bool, out: np.ndarray
+    x_pad: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray | None,
+    strides,
+    out_hw,
+    relu: bool,
+    out: np.ndarray,
+    affine: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> bool:
     """out (m, out_h, out_w, cout) = the im2col columns of x_pad (m, hp, wp, cin) · w (fh, fw, cin, cout), + b,
-    then max(·, 0) with `relu`, read from x_pad in place; True where it ran, False (out untouched) where not.
+    then · scale + shift with `affine` (an inference BatchNormalization's (inv, shift), each (cout,)), then
+    max(·, 0) with `relu`, read from x_pad in place; True where it ran, False (out untouched) where not.
 
     It runs for float32 on a CPU with AVX-512F and the switch on, and gives the bits of `gemm` on the copied
-    columns (cout padded to whole vectors), then `out += b` and `maximum(out, 0.0)` (native_igemm.h).
+    columns (cout padded to whole vectors), then `out += b`, `out *= scale; out += shift` and
+    `maximum(out, 0.0)` (native_igemm.h).
     """
     lib, cout, f32 = _load(), w.shape[-1], np.dtype(np.float32)
     if lib is None or w.ndim != 4 or cout < 1 or w.shape[2] != x_pad.shape[-1]:
         return False
-    if w.dtype != f32 or (b is not None and b.dtype != f32) or out.dtype != f32:
+    vectors = [v for v in (b, *(affine or ())) if v is not None]
+    if w.dtype != f32 or out.dtype != f32 or any(v.dtype != f32 or v.shape != (cout,) for v in vectors):
         return False
     g = _conv_geometry(x_pad, w.shape[:2], strides, out_hw, cout)
     if g is None:
         return False
     k = g.fh * g.fw * g.cin
     w_rows = _whole_vectors(np.ascontiguousarray(w).reshape(k, cout))
-    b_rows = None if b is None else _whole_vectors(np.ascontiguousarray(b))
     ldw = w_rows.shape[1]
+
+    scale, shift = affine if affine is not None else (None, None)
+    b_rows, scale_rows, shift_rows = (
+        v if v is None else _whole_vectors(np.ascontiguousarray(v)) for v in (b, scale, shift)
+    )
     code = lib.conv_gemm_f32(
         x_pad.ctypes.data,
         ctypes.byref(g),
         _address(w_rows, (k, ldw), f32, "w"),
         ldw,
-        None if b_rows is None else _address(b_rows, (ldw,), f32, "b"),
+        *(
+            None if v is None else _address(v, (ldw,), f32, name)
+            for v, name in ((b_rows, "b"), (scale_rows, "scale"), (shift_rows, "shift"))
+        ),
         int(relu),
         _address(out, (g.m, g.out_h, g.out_w, cout), f32, "out"),
     )

@@ -8,9 +8,10 @@
  * run in place, in the GEMM's order t = 0, 1, ... with the same fused multiply-adds from +0: every value is
  * the bits native_gemm.h gives on the copied columns (tests/test_conv_implicit.py checks it).
  *
- * conv_forward: out (m, out_h, out_w, cout) = cols · w (+ bias, then max(·, 0) with `relu`), the epilogue in
- * registers before the store, as the NumPy path's `out += b` and `maximum(out, 0.0)` round (one add, then a
- * max that keeps NaN). Register blocks of R pixels of one output row × V 16-lane vectors of cout; a row of
+ * conv_forward: out (m, out_h, out_w, cout) = cols · w (+ bias, · scale + shift, then max(·, 0) with `relu`: the
+ * ConvEpilogue), the epilogue in registers before the store, as the NumPy path's `out += b`, an inference
+ * BatchNormalization's `out *= inv; out += shift` and `maximum(out, 0.0)` round (one rounding per step, a max
+ * that keeps NaN). Register blocks of R pixels of one output row × V 16-lane vectors of cout; a row of
  * out_w pixels is split into ceil(out_w / R_max) blocks of near-equal size, so short rows keep wide blocks.
  *
  * conv_weight_grad: dwt (cout, fh·fw·cin) = gᵀ · cols, g (m·out_h·out_w, cout) the output gradient, each value
@@ -31,11 +32,21 @@ struct ConvGeometry {
     int64_t out_h, out_w, cout;
 };
 
+/* What the forward does to each sum before the store, in this order, each step rounded on its own as the layers'
+ * NumPy passes round: + bias (Conv2D), · scale + shift (an inference BatchNormalization: x·inv + shift), then
+ * max(0, ·) with relu. NULL pointers skip their step; the vectors hold ldw floats (cout, then zeros). */
+struct ConvEpilogue {
+    const float *bias, *scale, *shift;
+    int relu;
+};
+
+#pragma GCC push_options
+#pragma GCC optimize("-ffp-contract=off") /* the epilogue's multiply and add stay two roundings */
 /* R pixels, the first at x (its window's corner), the next `step` floats on; c = R rows of ldc floats. */
 #define IGEMM_BLOCK(R, V)                                                                                    \
     __attribute__((target("avx512f"))) static void igemm_block_##R##_##V(                                     \
         const float *x, int64_t step, int64_t row, int64_t run, int64_t fh, const float *w, int64_t ldw,       \
-        const float *bias, int relu, float *c, int64_t ldc, __mmask16 last)                                   \
+        const struct ConvEpilogue *e, float *c, int64_t ldc, __mmask16 last)                                  \
     {                                                                                                         \
         __m512 acc[R][V];                                                                                     \
         for (int r = 0; r < R; r++)                                                                           \
@@ -59,22 +70,27 @@ struct ConvGeometry {
             for (int v = 0; v < V; v++) {                                                                     \
                 const __mmask16 lanes = v < V - 1 ? (__mmask16)0xFFFF : last;                                 \
                 __m512 y = acc[r][v];                                                                         \
-                if (bias)                                                                                     \
-                    y = _mm512_add_ps(y, _mm512_loadu_ps(bias + 16 * v));                                     \
-                if (relu) /* max(0, y) returns y when y is NaN, as numpy.maximum does */                     \
+                if (e->bias)                                                                                  \
+                    y = _mm512_add_ps(y, _mm512_loadu_ps(e->bias + 16 * v));                                  \
+                if (e->scale) { /* two roundings, never one fused multiply-add (contraction is off here) */  \
+                    y = _mm512_mul_ps(y, _mm512_loadu_ps(e->scale + 16 * v));                                 \
+                    y = _mm512_add_ps(y, _mm512_loadu_ps(e->shift + 16 * v));                                 \
+                }                                                                                             \
+                if (e->relu) /* max(0, y) returns y when y is NaN, as numpy.maximum does */                  \
                     y = _mm512_max_ps(zero, y);                                                               \
                 _mm512_mask_storeu_ps(c + r * ldc + 16 * v, lanes, y);                                        \
             }                                                                                                 \
     }
 
-typedef void (*IgemmBlock)(const float *, int64_t, int64_t, int64_t, int64_t, const float *, int64_t, const float *,
-                           int, float *, int64_t, __mmask16);
+typedef void (*IgemmBlock)(const float *, int64_t, int64_t, int64_t, int64_t, const float *, int64_t,
+                           const struct ConvEpilogue *, float *, int64_t, __mmask16);
 
 IGEMM_BLOCK(1, 4) IGEMM_BLOCK(2, 4) IGEMM_BLOCK(3, 4) IGEMM_BLOCK(4, 4) IGEMM_BLOCK(5, 4) IGEMM_BLOCK(6, 4)
 IGEMM_BLOCK(1, 2) IGEMM_BLOCK(2, 2) IGEMM_BLOCK(3, 2) IGEMM_BLOCK(4, 2) IGEMM_BLOCK(5, 2) IGEMM_BLOCK(6, 2)
 IGEMM_BLOCK(7, 2) IGEMM_BLOCK(8, 2) IGEMM_BLOCK(9, 2) IGEMM_BLOCK(10, 2) IGEMM_BLOCK(11, 2) IGEMM_BLOCK(12, 2)
 IGEMM_BLOCK(1, 1) IGEMM_BLOCK(2, 1) IGEMM_BLOCK(3, 1) IGEMM_BLOCK(4, 1) IGEMM_BLOCK(5, 1) IGEMM_BLOCK(6, 1)
 IGEMM_BLOCK(7, 1) IGEMM_BLOCK(8, 1) IGEMM_BLOCK(9, 1) IGEMM_BLOCK(10, 1) IGEMM_BLOCK(11, 1) IGEMM_BLOCK(12, 1)
+#pragma GCC pop_options
 
 /* blocks[V][R - 1]: 64 columns take up to 6 pixels (24 accumulators), 32 and 16 columns up to 12. */
 static const IgemmBlock igemm_blocks_4[6] = {igemm_block_1_4, igemm_block_2_4, igemm_block_3_4,
@@ -89,9 +105,12 @@ static const IgemmBlock igemm_blocks_1[12] = {igemm_block_1_1, igemm_block_2_1, 
 /* One panel of `width` (64, 32 or 16) output channels from channel j, over every output pixel of the chunk; its
  * last vector's lanes past cout (a cout that is not a multiple of 16) are computed from w's zero padding and
  * never stored. w rows are ldw floats apart. */
-static void igemm_panel(const float *x, const struct ConvGeometry *g, const float *w, int64_t ldw, const float *bias,
-                        int relu, float *out, int64_t j, int64_t width)
+static void igemm_panel(const float *x, const struct ConvGeometry *g, const float *w, int64_t ldw,
+                        const struct ConvEpilogue *epilogue, float *out, int64_t j, int64_t width)
 {
+    const struct ConvEpilogue e = {epilogue->bias ? epilogue->bias + j : NULL,
+                                   epilogue->scale ? epilogue->scale + j : NULL,
+                                   epilogue->shift ? epilogue->shift + j : NULL, epilogue->relu};
     const int64_t tail = g->cout - (j + width - 16); /* lanes of the last vector inside cout: 16 but at the end */
     const __mmask16 last = tail >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << tail) - 1);
     const IgemmBlock *blocks = width == 64 ? igemm_blocks_4 : width == 32 ? igemm_blocks_2 : igemm_blocks_1;
@@ -105,8 +124,8 @@ static void igemm_panel(const float *x, const struct ConvGeometry *g, const floa
             int64_t ox = 0;
             for (int64_t k = 0; k < nblocks; k++) { /* sizes differ by at most one, larger first */
                 const int64_t r = g->out_w / nblocks + (k < g->out_w % nblocks);
-                blocks[r - 1](xrow + ox * step, step, row, run, g->fh, w + j, ldw, bias ? bias + j : NULL, relu,
-                              orow + ox * g->cout, g->cout, last);
+                blocks[r - 1](xrow + ox * step, step, row, run, g->fh, w + j, ldw, &e, orow + ox * g->cout, g->cout,
+                              last);
                 ox += r;
             }
         }
@@ -120,17 +139,17 @@ static int64_t panel_width(int64_t j, int64_t cout)
     return left >= 64 ? 64 : left > 16 ? 32 : 16;
 }
 
-/* out = conv(x, w) (+ bias) (then ReLU) as above, any cout: w (fh·fw·cin, ldw) and bias (ldw) hold cout channels
- * and zeros up to ldw, a multiple of 16; returns 0, or -1 (nothing written) when the CPU lacks AVX-512F or ldw
- * is not a multiple of 16 at least cout. */
+/* out = conv(x, w), then the epilogue e, as above, any cout: w (fh·fw·cin, ldw) and e's vectors (ldw) hold cout
+ * channels and zeros up to ldw, a multiple of 16; returns 0, or -1 (nothing written) when the CPU lacks AVX-512F
+ * or ldw is not a multiple of 16 at least cout. */
 static int conv_forward_avx512(const float *x, const struct ConvGeometry *g, const float *w, int64_t ldw,
-                               const float *bias, int relu, float *out)
+                               const struct ConvEpilogue *e, float *out)
 {
     if (!gemm_takes() || ldw % 16 != 0 || ldw < g->cout)
         return -1;
     for (int64_t j = 0; j < g->cout;) {
         const int64_t width = panel_width(j, g->cout);
-        igemm_panel(x, g, w, ldw, bias, relu, out, j, width);
+        igemm_panel(x, g, w, ldw, e, out, j, width);
         j += width;
     }
     return 0;

@@ -105,12 +105,20 @@ def chunk_images(n: int, out_hw, k: int, itemsize: int) -> int:
 
 
 def conv2d_forward_chunked(
-    owner, x: Array, w: Array, b: Array | None, strides: tuple[int, int], padding: str, relu: bool = False
+    owner,
+    x: Array,
+    w: Array,
+    b: Array | None,
+    strides: tuple[int, int],
+    padding: str,
+    relu: bool = False,
+    affine: tuple[Array, Array] | None = None,
 ) -> tuple[Array, ChunkedConvCache]:
     """(n, h, w, cin) * (fh, fw, cin, cout) (+ b) -> (n, out_h, out_w, cout), as conv2d_forward, chunk by chunk.
 
-    With `relu`, max(·, 0) runs on each chunk's output while it is in cache (as relu_forward: the same bits).
-    `owner` (the layer) keeps the scratch buffers between calls.
+    With `affine` = (scale, shift), each (cout,), the output is then · scale + shift (an inference
+    BatchNormalization's x·inv + shift, its bits); with `relu`, max(·, 0) runs last (as relu_forward: the same
+    bits). Both on each chunk's output while it is in cache. `owner` (the layer) keeps the scratch buffers.
     """
     xp = get_backend().xp
     n, h, wd, cin = x.shape
@@ -128,13 +136,16 @@ def conv2d_forward_chunked(
 
     def run_chunk(start: int, stop: int, worker: int) -> None:
         x_pad = _padded(bufs, x, start, stop, pads, f"pad{worker}")
-        if implicit and native.conv_gemm(x_pad, w, b, strides, out_hw, relu, out[start:stop]):
-            return  # the GEMM, + b and the ReLU below, on the padded chunk in place: the same bits
+        if implicit and native.conv_gemm(x_pad, w, b, strides, out_hw, relu, out[start:stop], affine):
+            return  # the GEMM, + b, the affine step and the ReLU below, on the padded chunk in place: the same bits
         cols = _columns(bufs, x_pad, (fh, fw), strides, out_hw, f"cols{worker}")
         dst = rows[start:stop].reshape(-1, cout)
         _matmul(cols, w2, dst)
         if b is not None:
             dst += b
+        if affine is not None:
+            dst *= affine[0]
+            dst += affine[1]
         if relu:
             xp.maximum(dst, 0.0, out=dst)
 

@@ -25,7 +25,7 @@ from xpnn.layers.activations import ReLU
 from xpnn.layers.base import Layer
 from xpnn.layers.conv import Conv2D, conv2d_input_grad
 from xpnn.layers.dense import Dense
-from xpnn.layers.fused_norm import BatchNormRelu
+from xpnn.layers.fused_norm import BatchNormRelu, ConvBatchNormRelu
 from xpnn.layers.padding import output_size, pads_2d
 from xpnn.layers.pool import MaxPool2D
 from xpnn.layers.windows import window_view
@@ -459,11 +459,15 @@ def uses_native(x: Array) -> bool:
 
 def plan(layers: list[Layer], fuse: bool = True) -> list:
     """The units that run `layers` in order: fused Conv2D → ReLU → MaxPool2D triples where they apply, then
-    Conv2D → ReLU pairs (CPU), BatchNormalization → ReLU pairs (xpnn.layers.fused_norm) and Dense → ReLU pairs."""
+    Conv2D → BatchNormalization → ReLU triples and Conv2D → ReLU pairs (CPU), BatchNormalization → ReLU pairs
+    (xpnn.layers.fused_norm) and Dense → ReLU pairs."""
     units, i = [], 0
     while i < len(layers):
         if fuse and i + 2 < len(layers) and ConvReluPool.applies(*layers[i : i + 3]):
             units.append(ConvReluPool(*layers[i : i + 3]))
+            i += 3
+        elif fuse and i + 2 < len(layers) and ConvBatchNormRelu.applies(*layers[i : i + 3]):
+            units.append(ConvBatchNormRelu(*layers[i : i + 3]))
             i += 3
         elif fuse and i + 1 < len(layers) and ConvRelu.applies(*layers[i : i + 2]):
             units.append(ConvRelu(*layers[i : i + 2]))

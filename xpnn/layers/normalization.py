@@ -170,6 +170,17 @@ def _vec(a: Array) -> Array:
     return get_backend().xp.ascontiguousarray(a.reshape(-1))
 
 
+def affine(
+    gamma: Array | None, beta: Array | None, mean: Array, var: Array, epsilon: float
+) -> tuple[Array, Array, Array]:
+    """(rstd, inv, shift) of TF's batch_normalization: rstd = 1/√(var + ε), inv = rstd·gamma, shift = beta − mean·inv;
+    the output is x·inv + shift."""
+    rstd = 1.0 / get_backend().xp.sqrt(var + epsilon)
+    inv = rstd if gamma is None else rstd * gamma
+    shift = -mean * inv if beta is None else beta - mean * inv
+    return rstd, inv, shift
+
+
 def batchnorm_forward(
     x: Array,
     gamma: Array | None,
@@ -184,9 +195,7 @@ def batchnorm_forward(
     """tf.nn.batch_normalization with broadcastable `mean`, `var`, `gamma`, `beta` (None: not used); then
     tf.nn.relu when `relu`."""
     xp = get_backend().xp
-    rstd = 1.0 / xp.sqrt(var + epsilon)
-    inv = rstd if gamma is None else rstd * gamma
-    shift = -mean * inv if beta is None else beta - mean * inv
+    rstd, inv, shift = affine(gamma, beta, mean, var, epsilon)
     if channels_last(x, axes) and native.takes(x):
         x = xp.ascontiguousarray(x)
         c = x.shape[-1]
@@ -411,6 +420,13 @@ class BatchNormalization(Layer):
             mean, var = self._b("moving_mean"), self._b("moving_variance")
         gamma, beta = self._b("gamma"), self._b("beta")
         return batchnorm_forward(x, gamma, beta, mean, var, self.epsilon, self._axes, training, relu)
+
+    def inference_affine(self) -> tuple[Array, Array]:
+        """(inv, shift), each (features,): inference maps x to x·inv + shift, with the moving statistics (the
+        bits of the inference forward's own inv and shift; a conv's epilogue applies them, xpnn.layers.fused_norm)."""
+        mean, var = self._b("moving_mean"), self._b("moving_variance")
+        _, inv, shift = affine(self._b("gamma"), self._b("beta"), mean, var, self.epsilon)
+        return _vec(inv), _vec(shift)
 
     def backward(self, dout: Array, cache: BatchNormCache, need_dx: bool = True) -> tuple[Array | None, dict]:
         dx, dgamma, dbeta = batchnorm_backward(dout, cache, self._b("gamma"), need_dx)
