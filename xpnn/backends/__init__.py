@@ -57,6 +57,9 @@ _active: Backend | None = None
 
 def _numpy_backend() -> Backend:
     from xpnn.backends import numpy_backend
+    from xpnn.backends.host_memory import keep_freed_memory
+
+    keep_freed_memory()  # the CPU backend's arrays reuse warm pages step after step (host_memory.py)
 
     return Backend("numpy", numpy, numpy_backend)
 
