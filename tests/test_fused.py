@@ -198,3 +198,26 @@ def test_dense_relu_pairs_run_as_one_unit_with_the_layers_bits(backend, dtype):
     fast, slow = both_paths(model, rng.standard_normal((33, 17)), rng.integers(0, 3, 33))
     assert_same(fast, slow, 0.0)
     assert not any(type(u).__name__ == "DenseRelu" for u in plan([Dense(4, activation="relu"), ReLU()]))
+
+
+@pytest.mark.parametrize("split", [True, False])
+def test_inference_split_into_conv_and_pool_gives_the_units_values(split, fused_kernels, monkeypatch):
+    """Wide convs infer as the implicit conv (+ b, ReLU in its epilogue) then the pool: on the native kernels the
+    bits of the fused unit and of the layers (the twin's GEMMs differ in shape: float32 rounding), and a backward
+    after an inference pass still matches."""
+    monkeypatch.setattr(fused, "INFERENCE_SPLIT_MACS", 0 if split else 1 << 30)
+    model = Sequential([Conv2D(32, 3, padding="same"), ReLU(), MaxPool2D(2), Flatten(), Dense(3)], dtype="float32")
+    model.build((10, 8, 32), seed=1)
+    assert type(plan(model.layers)[0]) is ConvReluPool
+    rng = np.random.default_rng(2)
+    model.layers[0].params["b"][...] = rng.standard_normal(32)
+    xb, yb = model._prepare(rng.standard_normal((6, 10, 8, 32)), rng.integers(0, 3, 6))
+    fast = model.forward(xb, training=False)[0]
+    slow = model.forward(xb, record=True, training=False)[0]
+    if fused_kernels == "native":
+        np.testing.assert_array_equal(fast, slow)
+    np.testing.assert_allclose(fast, slow, rtol=2e-5, atol=2e-5 * np.abs(slow).max())
+    loss = get_loss("softmax_cross_entropy")
+    a, b = model.run_pass(xb, yb, loss, training=False), model.run_pass(xb, yb, loss, record=True, training=False)
+    for g, h in zip(a.grads, b.grads):
+        np.testing.assert_allclose(g, h, rtol=2e-5, atol=2e-5 * np.abs(h).max())

@@ -40,6 +40,11 @@ GPU_CHUNK_BYTES = 1 << 30  # CuPy: few, large GEMMs (each chunk costs ~8 kernel 
 # nets' two units forward + backward, busy machine: LeNet 8.36 -> 7.09 ms at batch 256, 2.17 -> 1.98 at 64;
 # reference 6.87 -> 5.98 at 256, 1.62 -> 1.62 at 64.)
 PARALLEL_MACS = 2 << 20
+# Inference splits the unit into conv_chunks' implicit conv (bias and ReLU in its epilogue) and the pool layer for
+# convs of at least this many multiply-adds per output (fh·fw·cin). Per unit, batch 128, split vs fused:
+# VGG-style 3x3 on 32 and 64 channels (288, 576) 10.2 vs 17.5 and 10.3 vs 13.5 ms; LeNet-5's 5x5 on 1 and
+# 6 channels (25, 150) 3.34 vs 0.87 and 1.24 vs 0.82 ms (the unit's kernel wins where the windows are short)
+INFERENCE_SPLIT_MACS = 256
 # The NumPy backward of pools of at most this many cells runs dense GEMMs over every conv output (conv_chunks)
 # instead of gathering one input patch per window and channel: VGG-style 32-channel conv + 2x2 pool unit,
 # batch 64, backward 63.8 ms gathering (see docs/benchmarks.md)
@@ -200,7 +205,31 @@ class ConvReluPool:
         buf[:, top : top + h, left : left + w] = x[start:stop]
         return buf
 
+    def _conv_then_pool(self, x: Array) -> bool:
+        """Inference where the implicit conv runs (float32, AVX-512): conv_chunks' conv with the bias and ReLU in
+        its epilogue, then the pool layer, beat the unit's own kernel on wide convs (see INFERENCE_SPLIT_MACS)."""
+        conv = self.layers[0]
+        w = conv.params["w"]
+        macs_per_output = w[..., 0].size  # fh·fw·cin
+        return (
+            macs_per_output >= INFERENCE_SPLIT_MACS
+            and conv_chunks.IMPLICIT_GEMM
+            and conv_chunks.takes(conv, x)
+            and native.conv_runs(x, w.shape[-1])
+        )
+
+    def _inference_forward(self, x: Array):
+        """The layers' values (max(relu(conv + b)) = relu(max(conv) + b) exactly: rounding is monotonic); the
+        cache keeps x only, and a backward after it reruns the training forward."""
+        conv, _, pool = self.layers
+        p = conv.params
+        out, _ = conv_chunks.conv2d_forward_chunked(conv, x, p["w"], p.get("b"), conv.strides, conv.padding, relu=True)
+        pooled, _ = pool.forward(out)
+        return pooled, x
+
     def forward(self, x: Array, training: bool = False) -> tuple[Array, ConvReluPoolCache]:
+        if not training and self._conv_then_pool(x):
+            return self._inference_forward(x)
         backend = get_backend()
         xp, kernels = backend.xp, backend.kernels
         conv, _, pool = self.layers
@@ -282,6 +311,8 @@ class ConvReluPool:
         return pooled, argmax
 
     def backward(self, dout: Array, cache: ConvReluPoolCache, need_dx: bool = True):
+        if not isinstance(cache, ConvReluPoolCache):  # x, after an inference forward that split conv and pool
+            _, cache = self.forward(cache, training=True)
         backend = get_backend()
         xp = backend.xp
         conv, _, pool = self.layers
