@@ -83,11 +83,12 @@ def test_valid_padding_and_strided_conv_are_fused_when_the_windows_tile():
     ],
 )
 def test_other_patterns_run_layer_by_layer(layers):
-    """No ConvReluPool: the pool runs on its own (on the CPU after a ConvRelu unit, conv_chunks' epilogue)."""
+    """No ConvReluPool: the pool runs as its own layer, after a ConvRelu unit (ConvUnitPool pairs them)."""
     model = Sequential([*layers, Flatten(), Dense(2)], dtype="float64").build((7, 7, 1), seed=0)
     units = plan(model.layers)
     assert not any(type(u) is ConvReluPool for u in units)
-    assert [type(u) for u in units if model.layers[2] in u.layers] == [Single]
+    (unit,) = [u for u in units if model.layers[2] in u.layers]
+    assert type(unit) is fused.ConvUnitPool and type(unit.unit) is fused.ConvRelu
 
 
 @pytest.mark.parametrize("stride", [1, 2, 3])
@@ -221,3 +222,33 @@ def test_inference_split_into_conv_and_pool_gives_the_units_values(split, fused_
     a, b = model.run_pass(xb, yb, loss, training=False), model.run_pass(xb, yb, loss, record=True, training=False)
     for g, h in zip(a.grads, b.grads):
         np.testing.assert_allclose(g, h, rtol=2e-5, atol=2e-5 * np.abs(h).max())
+
+
+
+@pytest.mark.parametrize(
+    "layers",
+    [
+        [Conv2D(32, 5, padding="same"), ReLU(), MaxPool2D(3, strides=2, padding="same")],  # AlexNet-style
+        [Conv2D(20, 3, padding="valid"), ReLU(), AvgPool2D(3, strides=2)],
+        [Conv2D(16, 3, strides=2, padding="same"), xpnn.BatchNormalization(), ReLU(), MaxPool2D(2)],
+    ],
+)
+def test_conv_units_pool_each_chunk_in_inference_with_the_layers_bits(layers, fused_kernels):
+    """Inference pools each chunk of the conv output in cache (ConvUnitPool): on the native kernels the layers'
+    bits; training and a backward after an inference pass match the layers too."""
+    model = Sequential([*layers, Flatten(), Dense(3)], dtype="float32").build((13, 12, 6), seed=3)
+    assert type(plan(model.layers)[0]) is fused.ConvUnitPool
+    rng = np.random.default_rng(4)
+    model.layers[0].params["b"][...] = rng.standard_normal(model.layers[0].filters)
+    xb, yb = model._prepare(rng.standard_normal((21, 13, 12, 6)), rng.integers(0, 3, 21))
+    fast = model.forward(xb, training=False)[0]
+    slow = model.forward(xb, record=True, training=False)[0]
+    if fused_kernels == "native":
+        np.testing.assert_array_equal(fast, slow)
+    np.testing.assert_allclose(fast, slow, rtol=2e-5, atol=2e-5 * np.abs(slow).max())
+    loss = get_loss("softmax_cross_entropy")
+    for training in (False, True):
+        a = model.run_pass(xb, yb, loss, training=training)
+        b = model.run_pass(xb, yb, loss, record=True, training=training)
+        for g, h in zip(a.grads, b.grads):
+            np.testing.assert_allclose(g, h, rtol=2e-5, atol=2e-5 * np.abs(h).max())

@@ -21,6 +21,7 @@ TensorFlow counterpart: tf.nn.conv2d, its Conv2DBackpropFilter and Conv2DBackpro
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from xpnn.backends import get_backend, native
@@ -151,6 +152,47 @@ def conv2d_forward_chunked(
 
     map_chunks(run_chunk, n, run, cpu_workers())
     return out, ChunkedConvCache(x, w, strides, pads, out_hw, chunk)
+
+
+def conv2d_forward_pooled(
+    owner,
+    x: Array,
+    w: Array,
+    b: Array | None,
+    strides: tuple[int, int],
+    padding: str,
+    pool_into: Callable[[Array, Array], bool],
+    pooled_hw: tuple[int, int],
+    relu: bool = True,
+    affine: tuple[Array, Array] | None = None,
+) -> Array | None:
+    """Inference: conv2d_forward_chunked's output (+ b, affine, ReLU), pooled chunk by chunk while it is in cache:
+    pool_into(chunk, out) writes the pool of each chunk's conv output into its rows of the (n, *pooled_hw, cout)
+    result. The conv output is never a whole array, so it never goes to memory and back. None where the implicit
+    conv does not run (the caller then runs its layers); every value is the layers' bits."""
+    xp = get_backend().xp
+    n, h, wd, cin = x.shape
+    fh, fw, _, cout = w.shape
+    if not (IMPLICIT_GEMM and native.conv_runs(x, cout)):
+        return None
+    pads = pads_2d((h, wd), (fh, fw), strides, padding)
+    out_hw = (output_size(h, fh, strides[0], padding), output_size(wd, fw, strides[1], padding))
+    chunk, bufs = chunk_images(n, out_hw, fh * fw * cin, x.dtype.itemsize), _Buffers(owner)
+    conv_bytes = out_hw[0] * out_hw[1] * cout * x.dtype.itemsize  # one image's conv output: a chunk's stays in cache
+    run = max(1, min(_implicit_images(x.shape, pads, chunk), CHUNK_BYTES // 2 // conv_bytes))
+    w, b = xp.ascontiguousarray(w), None if b is None else xp.ascontiguousarray(b)
+    pooled = xp.empty((n, *pooled_hw, cout), dtype=x.dtype)
+
+    def run_chunk(start: int, stop: int, worker: int) -> None:
+        x_pad = _padded(bufs, x, start, stop, pads, f"pad{worker}")
+        out = bufs.get(f"conv{worker}", (stop - start, *out_hw, cout), x.dtype)
+        if not (
+            native.conv_gemm(x_pad, w, b, strides, out_hw, relu, out, affine) and pool_into(out, pooled[start:stop])
+        ):
+            raise RuntimeError("the native conv or pool declined a chunk it was sized for")  # never: checked above
+
+    map_chunks(run_chunk, n, run, cpu_workers())
+    return pooled
 
 
 def _implicit_images(x_shape, pads, chunk: int) -> int:

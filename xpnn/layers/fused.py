@@ -17,6 +17,7 @@ A plan for `record` runs every layer on its own, so per-layer outputs and gradie
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 from xpnn.backends import get_backend, native
 from xpnn.cpu_threads import cpu_workers, map_chunks
@@ -27,7 +28,7 @@ from xpnn.layers.conv import Conv2D, conv2d_input_grad
 from xpnn.layers.dense import Dense
 from xpnn.layers.fused_norm import BatchNormRelu, ConvBatchNormRelu
 from xpnn.layers.padding import output_size, pads_2d
-from xpnn.layers.pool import MaxPool2D
+from xpnn.layers.pool import AvgPool2D, MaxPool2D, pool_into
 from xpnn.layers.windows import window_view
 from xpnn.types import Array
 
@@ -219,12 +220,17 @@ class ConvReluPool:
         )
 
     def _inference_forward(self, x: Array):
-        """The layers' values (max(relu(conv + b)) = relu(max(conv) + b) exactly: rounding is monotonic); the
-        cache keeps x only, and a backward after it reruns the training forward."""
+        """The layers' values (max(relu(conv + b)) = relu(max(conv) + b) exactly: rounding is monotonic), each
+        chunk pooled while in cache; the cache keeps x only, and a backward after it reruns the training forward."""
         conv, _, pool = self.layers
         p = conv.params
-        out, _ = conv_chunks.conv2d_forward_chunked(conv, x, p["w"], p.get("b"), conv.strides, conv.padding, relu=True)
-        pooled, _ = pool.forward(out)
+        pooled_hw = pool.compute_output_shape(conv.output_shape)[:2]
+        pooled = conv_chunks.conv2d_forward_pooled(
+            conv, x, p["w"], p.get("b"), conv.strides, conv.padding, partial(pool_into, pool), pooled_hw
+        )
+        if pooled is None:  # not reached: _conv_then_pool checked that the implicit conv runs
+            out, _ = conv_chunks.conv2d_forward_chunked(conv, x, p["w"], p.get("b"), conv.strides, conv.padding, True)
+            pooled, _ = pool.forward(out)
         return pooled, x
 
     def forward(self, x: Array, training: bool = False) -> tuple[Array, ConvReluPoolCache]:
@@ -483,6 +489,58 @@ class DenseRelu:
         return dx, [grads, {}]
 
 
+class ConvUnitPool:
+    """A Conv2D → ReLU or Conv2D → BatchNormalization → ReLU unit and the MaxPool2D or AvgPool2D after it.
+
+    Training runs the two as they are. Inference, where the implicit conv runs (float32, AVX-512), pools each
+    chunk of the conv output while it is in cache (conv_chunks.conv2d_forward_pooled): the conv output is never
+    a whole array, written to memory and read back by the pool. The layers' bits.
+    """
+
+    def __init__(self, unit, pool: Layer) -> None:
+        self.unit, self.pool = unit, pool
+        self.layers = (*unit.layers, pool)
+
+    @staticmethod
+    def applies(unit, layer: Layer) -> bool:
+        """A ConvRelu or ConvBatchNormRelu unit, then exactly a MaxPool2D or AvgPool2D (any window, stride, padding)."""
+        return type(unit) in (ConvRelu, ConvBatchNormRelu) and type(layer) in (MaxPool2D, AvgPool2D)
+
+    def _inference(self, x: Array) -> Array | None:
+        conv = self.unit.layers[0]
+        affine = None
+        if type(self.unit) is ConvBatchNormRelu:
+            if not self.unit._fused(x):
+                return None
+            affine = self.unit.layers[1].inference_affine()
+        if not (conv_chunks.takes(conv, x) and native.takes(x)):
+            return None
+        p = conv.params
+        pooled_hw = self.pool.compute_output_shape(conv.output_shape)[:2]
+        into = partial(pool_into, self.pool)
+        return conv_chunks.conv2d_forward_pooled(
+            conv, x, p["w"], p.get("b"), conv.strides, conv.padding, into, pooled_hw, relu=True, affine=affine
+        )
+
+    def forward(self, x: Array, training: bool = False):
+        if not training:
+            pooled = self._inference(x)
+            if pooled is not None:
+                return pooled, (None, x)  # a backward after it reruns the layers' forward for their caches
+        h, unit_cache = self.unit.forward(x, training=training)
+        y, pool_cache = self.pool.forward(h)
+        return y, (unit_cache, pool_cache)
+
+    def backward(self, dout: Array, cache, need_dx: bool = True):
+        unit_cache, pool_cache = cache
+        if unit_cache is None:
+            h, unit_cache = self.unit.forward(pool_cache, training=False)
+            _, pool_cache = self.pool.forward(h)
+        d, _ = self.pool.backward(dout, pool_cache)
+        dx, grads = self.unit.backward(d, unit_cache, need_dx)
+        return dx, [*grads, {}]
+
+
 def uses_native(x: Array) -> bool:
     """Whether the fused unit runs native.c on `x`: the NumPy backend, float32/64, and the kernels enabled."""
     return native.takes(x)
@@ -490,8 +548,8 @@ def uses_native(x: Array) -> bool:
 
 def plan(layers: list[Layer], fuse: bool = True) -> list:
     """The units that run `layers` in order: fused Conv2D → ReLU → MaxPool2D triples where they apply, then
-    Conv2D → BatchNormalization → ReLU triples and Conv2D → ReLU pairs (CPU), BatchNormalization → ReLU pairs
-    (xpnn.layers.fused_norm) and Dense → ReLU pairs."""
+    Conv2D → BatchNormalization → ReLU triples and Conv2D → ReLU pairs (CPU), each with the pool after it
+    (ConvUnitPool), BatchNormalization → ReLU pairs (xpnn.layers.fused_norm) and Dense → ReLU pairs."""
     units, i = [], 0
     while i < len(layers):
         if fuse and i + 2 < len(layers) and ConvReluPool.applies(*layers[i : i + 3]):
@@ -511,5 +569,8 @@ def plan(layers: list[Layer], fuse: bool = True) -> list:
             i += 2
         else:
             units.append(Single(layers[i]))
+            i += 1
+        if fuse and i < len(layers) and ConvUnitPool.applies(units[-1], layers[i]):
+            units[-1] = ConvUnitPool(units[-1], layers[i])
             i += 1
     return units

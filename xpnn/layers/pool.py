@@ -177,14 +177,40 @@ def _input_hw(cache: PoolCache) -> tuple[int, int]:
     return cache.padded_shape[1] - top - bottom, cache.padded_shape[2] - left - right
 
 
+def pool_into(layer: Layer, x: Array, out: Array) -> bool:
+    """Inference: `layer`'s pool (a MaxPool2D or AvgPool2D) of the C-contiguous NHWC chunk x written into out, on
+    the calling thread, by the native kernels (the forwards' bits; a max pool's winners are not kept). False,
+    nothing written, where those do not run it. For a conv unit that pools each chunk while it is in cache."""
+    if type(layer) not in (MaxPool2D, AvgPool2D) or not _native_takes(x, layer.pool_size) or not x.flags.c_contiguous:
+        return False
+    pool_size, strides = layer.pool_size, layer.strides
+    pads, out_hw = _geometry(x, pool_size, strides, layer.padding)
+    if out.shape != (x.shape[0], *out_hw, x.shape[3]) or out.dtype != x.dtype or not out.flags.c_contiguous:
+        return False
+    g = native.pool_geometry(x.shape, pads, pool_size, strides, out_hw)
+    if type(layer) is MaxPool2D:
+        argmax = get_backend().xp.empty(out.shape, dtype=native.winner_dtype(pool_size[0] * pool_size[1]))
+        native.max_pool_forward(x, g, out, argmax)
+    else:
+        counts = get_backend().xp.ascontiguousarray(_counts(x.shape, pool_size, strides, pads, out_hw).reshape(out_hw))
+        native.avg_pool_forward(x, counts.astype(x.dtype), g, out)
+    return True
+
+
+def _counts(x_shape, pool_size, strides, pads, out_hw) -> Array:
+    """(1, out_h, out_w, 1): each window's real (unpadded) cells."""
+    xp = get_backend().xp
+    ones = pad_hw(xp.ones((1, x_shape[1], x_shape[2], 1), dtype=xp.float64), pads)
+    return window_view(ones, pool_size, strides, out_hw).sum(axis=(3, 4))
+
+
 def avgpool_forward(
     x: Array, pool_size: tuple[int, int], strides: tuple[int, int], padding: Padding
 ) -> tuple[Array, PoolCache]:
     """Mean over the real (unpadded) cells of each window."""
     xp = get_backend().xp
     pads, out_hw = _geometry(x, pool_size, strides, padding)
-    ones = pad_hw(xp.ones((1, x.shape[1], x.shape[2], 1), dtype=x.dtype), pads)
-    counts = window_view(ones, pool_size, strides, out_hw).sum(axis=(3, 4))
+    counts = _counts(x.shape, pool_size, strides, pads, out_hw).astype(x.dtype)
     padded_shape = (x.shape[0], x.shape[1] + sum(pads[0]), x.shape[2] + sum(pads[1]), x.shape[3])
     cache = PoolCache(padded_shape, pads, pool_size, strides, counts=counts)
     if _native_takes(x, pool_size):
