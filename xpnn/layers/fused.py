@@ -28,7 +28,7 @@ from xpnn.layers.conv import Conv2D, conv2d_input_grad
 from xpnn.layers.dense import Dense
 from xpnn.layers.fused_norm import BatchNormRelu, ConvBatchNormRelu
 from xpnn.layers.padding import output_size, pads_2d
-from xpnn.layers.pool import AvgPool2D, MaxPool2D, pool_into
+from xpnn.layers.pool import AvgPool2D, MaxPool2D, pool_into, pool_values
 from xpnn.layers.windows import window_view
 from xpnn.types import Array
 
@@ -229,9 +229,9 @@ class ConvReluPool:
         pooled = conv_chunks.conv2d_forward_pooled(
             conv, x, p["w"], p.get("b"), conv.strides, conv.padding, partial(pool_into, pool), pooled_hw
         )
-        if pooled is None:  # the twin: the chunked conv (bias and ReLU per chunk), then the pool layer
+        if pooled is None:  # the twin: the chunked conv (bias and ReLU per chunk), then the pool's values
             out, _ = conv_chunks.conv2d_forward_chunked(conv, x, p["w"], p.get("b"), conv.strides, conv.padding, True)
-            pooled, _ = pool.forward(out)
+            pooled = pool_values(pool, out)
         return pooled, x
 
     def forward(self, x: Array, training: bool = False) -> tuple[Array, ConvReluPoolCache]:
@@ -495,7 +495,9 @@ class ConvUnitPool:
 
     Training runs the two as they are. Inference, where the implicit conv runs (float32, AVX-512), pools each
     chunk of the conv output while it is in cache (conv_chunks.conv2d_forward_pooled): the conv output is never
-    a whole array, written to memory and read back by the pool. The layers' bits.
+    a whole array, written to memory and read back by the pool. Elsewhere on the CPU (the twin, float64) the
+    conv's epilogue still takes the BatchNormalization and ReLU, and the pool skips the winners no backward
+    needs. The layers' bits.
     """
 
     def __init__(self, unit, pool: Layer) -> None:
@@ -514,14 +516,22 @@ class ConvUnitPool:
             if not self.unit._fused(x):
                 return None
             affine = self.unit.layers[1].inference_affine()
-        if not (conv_chunks.takes(conv, x) and native.takes(x)):
+        if not conv_chunks.takes(conv, x):
             return None
         p = conv.params
-        pooled_hw = self.pool.compute_output_shape(conv.output_shape)[:2]
-        into = partial(pool_into, self.pool)
-        return conv_chunks.conv2d_forward_pooled(
-            conv, x, p["w"], p.get("b"), conv.strides, conv.padding, into, pooled_hw, relu=True, affine=affine
-        )
+        pooled = None
+        if native.takes(x):
+            pooled_hw = self.pool.compute_output_shape(conv.output_shape)[:2]
+            into = partial(pool_into, self.pool)
+            pooled = conv_chunks.conv2d_forward_pooled(
+                conv, x, p["w"], p.get("b"), conv.strides, conv.padding, into, pooled_hw, relu=True, affine=affine
+            )
+        if pooled is None:  # no implicit conv (the twin, float64): the chunked conv with its epilogue, the pool
+            out, _ = conv_chunks.conv2d_forward_chunked(
+                conv, x, p["w"], p.get("b"), conv.strides, conv.padding, relu=True, affine=affine
+            )
+            pooled = pool_values(self.pool, out)
+        return pooled
 
     def forward(self, x: Array, training: bool = False):
         if not training:

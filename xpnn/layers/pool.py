@@ -93,8 +93,15 @@ def maxpool_forward(
 
         _native_chunks(run_chunk, x.shape[0], out.size * pool_size[0] * pool_size[1])
         return out, PoolCache(padded_shape, pads, pool_size, strides, argmax=argmax)
+    out, argmax = _twin_max(x, pool_size, strides, pads, out_hw, winners)
+    return out, PoolCache(padded_shape, pads, pool_size, strides, argmax=argmax)
+
+
+def _twin_max(x: Array, pool_size, strides, pads, out_hw, winners) -> tuple[Array, Array | None]:
+    """The NumPy twin's window maxima, and their first winners unless `winners` is None (inference)."""
+    xp = get_backend().xp
     out = xp.empty((x.shape[0], *out_hw, x.shape[3]), dtype=x.dtype)
-    argmax = xp.empty(out.shape, dtype=winners)
+    argmax = None if winners is None else xp.empty(out.shape, dtype=winners)
     for part in _twin_chunks(x.shape, x.dtype.itemsize):
         windows = window_view(pad_hw(x[part], pads, -xp.inf), pool_size, strides, out_hw)
         cells = [windows[:, :, :, r, s, :] for r in range(pool_size[0]) for s in range(pool_size[1])]
@@ -103,8 +110,18 @@ def maxpool_forward(
         for v in cells[1:]:
             xp.maximum(o, v, out=o)  # a NaN propagates; which zero of a +0/-0 tie it keeps is NumPy's choice,
         o += 0.0  # so every zero max becomes +0 (-0 + 0 = +0), as in native_pool.h
-        argmax[part] = _first_winners(o, cells, winners)
-    return out, PoolCache(padded_shape, pads, pool_size, strides, argmax=argmax)
+        if argmax is not None:
+            argmax[part] = _first_winners(o, cells, winners)
+    return out, argmax
+
+
+def pool_values(layer: Layer, x: Array) -> Array:
+    """Inference: `layer`'s pool (a MaxPool2D or AvgPool2D) of x, its forward's values; a max pool's winners,
+    which only a backward needs, are not looked for on the NumPy twin (half its passes)."""
+    if type(layer) is MaxPool2D and not _native_takes(x, layer.pool_size):
+        pads, out_hw = _geometry(x, layer.pool_size, layer.strides, layer.padding)
+        return _twin_max(x, layer.pool_size, layer.strides, pads, out_hw, None)[0]
+    return layer.forward(x)[0]
 
 
 def _first_winners(out: Array, cells: list[Array], winners) -> Array:
