@@ -74,3 +74,26 @@ def test_product_with_a_transposed_weight_has_the_contiguous_products_bits(m):
     np.testing.assert_array_equal(got, cpu_threads.matmul(d, np.ascontiguousarray(w.T)))
     want = d.astype(np.float64) @ w.T.astype(np.float64)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(300, 70, 64), (33, 20, 48), (64, 400, 120), (5, 7, 16)])
+@pytest.mark.parametrize("with_bias, relu", [(True, True), (True, False), (False, True)])
+def test_bias_and_relu_epilogue_has_the_two_passes_bits(shape, dtype, with_bias, relu):
+    """matmul(a, b, bias, relu) (the native GEMM's epilogue where it runs) = a @ b, then += bias, then maximum,
+    bit for bit, NaN and zeros included."""
+    m, k, n = shape
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((k, n)).astype(dtype)
+    a[0, :] = 0.0  # a row of exact zeros: 0 + (-0.) bias gives the sign NumPy gives
+    a[1, 0] = np.nan
+    bias = rng.standard_normal(n).astype(dtype) if with_bias else None
+    if bias is not None:
+        bias[:3] = [-0.0, 0.0, -1.0]
+    got = cpu_threads.matmul(a, b, bias=bias, relu=relu)
+    want = cpu_threads.matmul(a, b)
+    if bias is not None:
+        want += bias
+    if relu:
+        np.maximum(want, 0.0, out=want)
+    np.testing.assert_array_equal(got.view(f"u{got.itemsize}"), want.view(f"u{want.itemsize}"))

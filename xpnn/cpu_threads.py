@@ -97,8 +97,9 @@ MIN_BLOCK = 64  # rows or columns: a narrower block repacks the other operand fo
 # products: 16 → 64 took 7.05-7.77 → 6.10-6.90 ms)
 
 
-def matmul(a, b):
-    """a @ b for 2-D arrays, on the NumPy backend in fixed blocks on every worker (BLAS at one thread each).
+def matmul(a, b, bias=None, relu: bool = False):
+    """a @ b (then `+ bias` and max(·, 0) with `relu`) for 2-D arrays, on the NumPy backend in fixed blocks on every
+    worker (BLAS at one thread each).
 
     OpenBLAS splits a GEMM statically over its threads, so its calling thread waits for a worker that the OS
     has not yet scheduled: on this busy 2-core VM the MLP's training step took 52 ms with BLAS at 2 threads and
@@ -114,26 +115,28 @@ def matmul(a, b):
 
     xp = get_backend().xp
     (m, k), n = a.shape, b.shape[1]
+    if bias is not None or relu:
+        # the epilogue in the native GEMM's registers (one pass over the output fewer each), else two NumPy passes
+        out = _native_blocks(a, b, bias, relu) if get_backend().name == "numpy" else None
+        if out is None:
+            out = matmul(a, b)
+            if bias is not None:
+                out += bias
+            if relu:
+                xp.maximum(out, 0.0, out=out)
+        return out
     if get_backend().name != "numpy":
         return a @ b
-    out = xp.empty((m, n), dtype=xp.result_type(a, b))
     if native.takes(a) and not b.flags.c_contiguous and m >= MIN_BLOCK:
         # e.g. Wᵀ of a Dense input gradient: a k·n copy lets the native GEMM take m·k·n (blocked: native_transpose.h)
         if m % 16 == 0 and b.T.flags.c_contiguous and m * (k + n) < k * n:
             return _transposed_product(a, b)
         copy = native.transposed_copy(b)
         b = xp.ascontiguousarray(b) if copy is None else copy
-    if native.takes(a) and native.gemm(a[:0], b, out[:0]):  # native.c's AVX-512 GEMM takes these operands
-        workers = cpu_workers() if m * k * n >= 2 * GEMM_BLOCK_MACS else 1
-        # whole 6- and 12-row register blocks, at most 4 per worker: each call costs ~10 µs of Python (43 blocks
-        # of 12 rows made the MLP's 512×784 · 784×512 product 30 % slower than one call)
-        rows = max(12, GEMM_BLOCK_MACS // (k * n) // 12 * 12, -(-m // (4 * workers * 12)) * 12)
-
-        def run_native(start: int, stop: int, worker: int) -> None:
-            native.gemm(a[start:stop], b, out[start:stop])
-
-        map_chunks(run_native, m, rows, workers, blas=False)
+    out = _native_blocks(a, b, None, False)  # native.c's AVX-512 GEMM, where it takes these operands
+    if out is not None:
         return out
+    out = xp.empty((m, n), dtype=xp.result_type(a, b))
     if m * k * n < 2 * GEMM_BLOCK_MACS:
         with _blas().limit(limits=1):  # 6 µs; at 2 threads a 64×400 · 400×120 product took 92 ms here, busy
             return a @ b
@@ -165,3 +168,29 @@ def _transposed_product(a, b):
     out_t = matmul(b.T, xp.ascontiguousarray(a.T) if a_t is None else a_t)
     out = native.transposed_copy(out_t.T)
     return xp.ascontiguousarray(out_t.T) if out is None else out
+
+
+def _native_blocks(a, b, bias, relu: bool):
+    """a @ b (+ bias, max(·, 0) with relu) by native.c's GEMM in row blocks on the workers; None where it does not
+    take the operands (float32 on AVX-512, b C-contiguous with columns a multiple of 16)."""
+    from xpnn.backends import get_backend, native
+
+    xp = get_backend().xp
+    (m, k), n = a.shape, b.shape[1]
+    if not native.takes(a):
+        return None
+    if bias is not None:
+        bias = xp.ascontiguousarray(bias)
+    out = xp.empty((m, n), dtype=xp.result_type(a, b))
+    if not native.gemm(a[:0], b, out[:0], bias, relu):
+        return None
+    workers = cpu_workers() if m * k * n >= 2 * GEMM_BLOCK_MACS else 1
+    # whole 6- and 12-row register blocks, at most 4 per worker: each call costs ~10 µs of Python (43 blocks
+    # of 12 rows made the MLP's 512×784 · 784×512 product 30 % slower than one call)
+    rows = max(12, GEMM_BLOCK_MACS // (k * n) // 12 * 12, -(-m // (4 * workers * 12)) * 12)
+
+    def run_native(start: int, stop: int, worker: int) -> None:
+        native.gemm(a[start:stop], b, out[start:stop], bias, relu)
+
+    map_chunks(run_native, m, rows, workers, blas=False)
+    return out

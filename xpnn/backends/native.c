@@ -90,9 +90,9 @@ int xpnn_avx512 = 1;
 #else
 int xpnn_avx512 = 0;
 static int gemm_avx512(const float *a, int64_t a_row, int64_t a_col, const float *b, float *c, int64_t m, int64_t k,
-                       int64_t n)
+                       int64_t n, const float *bias, int relu)
 {
-    (void)a, (void)a_row, (void)a_col, (void)b, (void)c, (void)m, (void)k, (void)n;
+    (void)a, (void)a_row, (void)a_col, (void)b, (void)c, (void)m, (void)k, (void)n, (void)bias, (void)relu;
     return -1;
 }
 static int avx512_takes(const Geometry *g) { (void)g; return 0; }
@@ -151,7 +151,15 @@ int conv_relu_pool_forward_f64(const double *x, const double *w_lanes, const Geo
  * then uses NumPy's matmul. */
 int gemm_f32(const float *a, int64_t a_row, int64_t a_col, const float *b, float *c, int64_t m, int64_t k, int64_t n)
 {
-    return xpnn_avx512 ? gemm_avx512(a, a_row, a_col, b, c, m, k, n) : -1;
+    return xpnn_avx512 ? gemm_avx512(a, a_row, a_col, b, c, m, k, n, NULL, 0) : -1;
+}
+
+/* gemm_f32, then + bias (n values, NULL for none) and max(·, 0) when relu, before the store: a Dense layer and the
+ * ReLU after it in one pass over c, with the bits of `c += bias` and `maximum(c, 0.0)` (native_gemm.h). */
+int gemm_bias_relu_f32(const float *a, int64_t a_row, int64_t a_col, const float *b, float *c, int64_t m, int64_t k,
+                       int64_t n, const float *bias, int relu)
+{
+    return xpnn_avx512 ? gemm_avx512(a, a_row, a_col, b, c, m, k, n, bias, relu) : -1;
 }
 
 /* The chunked conv without the im2col copy (native_igemm.h), float32 (conv_avx512_runs: whether they run here):

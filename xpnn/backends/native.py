@@ -72,6 +72,8 @@ def _load() -> ctypes.CDLL | None:
             transpose.argtypes, transpose.restype = [pointer, ctypes.c_int64, ctypes.c_int64, pointer], None
             lib.gemm_f32.argtypes = [pointer, *[ctypes.c_int64] * 2, pointer, pointer, *[ctypes.c_int64] * 3]
             lib.gemm_f32.restype = ctypes.c_int
+            lib.gemm_bias_relu_f32.argtypes = [*lib.gemm_f32.argtypes, pointer, ctypes.c_int]
+            lib.gemm_bias_relu_f32.restype = ctypes.c_int
             conv = ctypes.POINTER(ConvGeometry)
             lib.conv_gemm_f32.argtypes = [pointer, conv, pointer, ctypes.c_int64, *[pointer] * 3, ctypes.c_int, pointer]
             lib.conv_gemm_f32.restype = ctypes.c_int
@@ -329,12 +331,14 @@ def column_sum(d: np.ndarray, db: np.ndarray) -> None:
 
 
 # ---- float32 GEMM (native_gemm.h) ------------------------------------------------------------------------------
-def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
+def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, bias: np.ndarray | None = None, relu: bool = False) -> bool:
     """out = a @ b with native.c's AVX-512 float32 GEMM, where it runs; False (out untouched) where it does not.
 
     It runs for float32, b and out C-contiguous, b's columns a multiple of 16, a with any whole-element
-    strides (a transposed view included), on a CPU with AVX-512F and the switch (`avx512_switch`) on. Each
+    strides (a transposed view included), on a CPU with AVX-512F and the switch on (`avx512_switch`). Each
     output is one in-order sum over the inner dimension: the same bits however the caller splits the rows.
+    With `bias` (a C-contiguous float32 (n,)) the sums get `+ bias`, then with `relu` max(·, 0), in registers
+    before the store: the bits of `out += bias` and `numpy.maximum(out, 0.0, out=out)`.
     """
     f32 = np.dtype(np.float32)
     if a.dtype != f32 or b.dtype != f32 or out.dtype != f32 or a.ndim != 2 or b.ndim != 2:
@@ -344,12 +348,15 @@ def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
         return False
     if a.strides[0] % 4 or a.strides[1] % 4:
         return False
+    if bias is not None and (bias.dtype != f32 or bias.shape != (n,) or not bias.flags.c_contiguous):
+        return False
     lib = _load()
     if lib is None:
         return False
-    return (
-        lib.gemm_f32(a.ctypes.data, a.strides[0] // 4, a.strides[1] // 4, b.ctypes.data, out.ctypes.data, m, k, n) == 0
-    )
+    args = (a.ctypes.data, a.strides[0] // 4, a.strides[1] // 4, b.ctypes.data, out.ctypes.data, m, k, n)
+    if bias is None and not relu:
+        return lib.gemm_f32(*args) == 0
+    return lib.gemm_bias_relu_f32(*args, None if bias is None else bias.ctypes.data, int(relu)) == 0
 
 
 # ---- float32 convolution without the im2col copy (native_igemm.h) ------------------------------------------------

@@ -12,7 +12,7 @@
 #define GEMM_BLOCK(R, V)                                                                                     \
     __attribute__((target("avx512f"))) static void gemm_block_##R##_##V(                                     \
         const float *a, int64_t a_row, int64_t a_col, const float *b, int64_t ldb, float *c, int64_t ldc,    \
-        int64_t k)                                                                                           \
+        int64_t k, const float *bias, int relu)                                                              \
     {                                                                                                        \
         __m512 acc[R][V];                                                                                    \
         for (int r = 0; r < R; r++)                                                                          \
@@ -29,8 +29,14 @@
             }                                                                                                \
         }                                                                                                    \
         for (int r = 0; r < R; r++)                                                                          \
-            for (int v = 0; v < V; v++)                                                                      \
-                _mm512_storeu_ps(c + r * ldc + 16 * v, acc[r][v]);                                           \
+            for (int v = 0; v < V; v++) {                                                                    \
+                __m512 y = acc[r][v];                                                                        \
+                if (bias) /* one rounding, as NumPy's out += b */                                            \
+                    y = _mm512_add_ps(y, _mm512_loadu_ps(bias + 16 * v));                                    \
+                if (relu) /* max(0, y) returns y when y is NaN or a zero, as numpy.maximum(out, 0.0) */     \
+                    y = _mm512_max_ps(_mm512_setzero_ps(), y);                                               \
+                _mm512_storeu_ps(c + r * ldc + 16 * v, y);                                                   \
+            }                                                                                                \
     }
 
 GEMM_BLOCK(6, 4)  /* 24 accumulators: 64 columns */
@@ -50,9 +56,11 @@ static int gemm_takes(void)
     return __builtin_cpu_supports("avx512f");
 }
 
-/* c = a · b as above; returns 0, or -1 when the CPU lacks AVX-512F or n is not a multiple of 16. */
+/* c = a · b as above, then + bias (n values; NULL for none) and max(·, 0) with relu, in registers before the store
+ * (a Dense layer's `out += b` and a ReLU after it, the same bits); returns 0, or -1 when the CPU lacks AVX-512F or
+ * n is not a multiple of 16. */
 static int gemm_avx512(const float *a, int64_t a_row, int64_t a_col, const float *b, float *c, int64_t m, int64_t k,
-                       int64_t n)
+                       int64_t n, const float *bias, int relu)
 {
     if (!gemm_takes() || n % 16 != 0)
         return -1;
@@ -60,29 +68,29 @@ static int gemm_avx512(const float *a, int64_t a_row, int64_t a_col, const float
     for (; j + 64 <= n; j += 64) {
         int64_t i = 0;
         for (; i + 6 <= m; i += 6)
-            gemm_block_6_4(a + i * a_row, a_row, a_col, b + j, n, c + i * n + j, n, k);
+            gemm_block_6_4(a + i * a_row, a_row, a_col, b + j, n, c + i * n + j, n, k, bias ? bias + j : NULL, relu);
         for (; i + 4 <= m; i += 4)
-            gemm_block_4_4(a + i * a_row, a_row, a_col, b + j, n, c + i * n + j, n, k);
+            gemm_block_4_4(a + i * a_row, a_row, a_col, b + j, n, c + i * n + j, n, k, bias ? bias + j : NULL, relu);
         for (; i < m; i++)
-            gemm_block_1_4(a + i * a_row, a_row, a_col, b + j, n, c + i * n + j, n, k);
+            gemm_block_1_4(a + i * a_row, a_row, a_col, b + j, n, c + i * n + j, n, k, bias ? bias + j : NULL, relu);
     }
     for (; j + 32 <= n; j += 32) {
         int64_t i = 0;
         for (; i + 12 <= m; i += 12)
-            gemm_block_12_2(a + i * a_row, a_row, a_col, b + j, n, c + i * n + j, n, k);
+            gemm_block_12_2(a + i * a_row, a_row, a_col, b + j, n, c + i * n + j, n, k, bias ? bias + j : NULL, relu);
         for (; i + 4 <= m; i += 4)
-            gemm_block_4_2(a + i * a_row, a_row, a_col, b + j, n, c + i * n + j, n, k);
+            gemm_block_4_2(a + i * a_row, a_row, a_col, b + j, n, c + i * n + j, n, k, bias ? bias + j : NULL, relu);
         for (; i < m; i++)
-            gemm_block_1_2(a + i * a_row, a_row, a_col, b + j, n, c + i * n + j, n, k);
+            gemm_block_1_2(a + i * a_row, a_row, a_col, b + j, n, c + i * n + j, n, k, bias ? bias + j : NULL, relu);
     }
     for (; j < n; j += 16) {
         int64_t i = 0;
         for (; i + 12 <= m; i += 12)
-            gemm_block_12_1(a + i * a_row, a_row, a_col, b + j, n, c + i * n + j, n, k);
+            gemm_block_12_1(a + i * a_row, a_row, a_col, b + j, n, c + i * n + j, n, k, bias ? bias + j : NULL, relu);
         for (; i + 4 <= m; i += 4)
-            gemm_block_4_1(a + i * a_row, a_row, a_col, b + j, n, c + i * n + j, n, k);
+            gemm_block_4_1(a + i * a_row, a_row, a_col, b + j, n, c + i * n + j, n, k, bias ? bias + j : NULL, relu);
         for (; i < m; i++)
-            gemm_block_1_1(a + i * a_row, a_row, a_col, b + j, n, c + i * n + j, n, k);
+            gemm_block_1_1(a + i * a_row, a_row, a_col, b + j, n, c + i * n + j, n, k, bias ? bias + j : NULL, relu);
     }
     return 0;
 }

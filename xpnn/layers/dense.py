@@ -22,12 +22,10 @@ class DenseCache:
     w: Array
 
 
-def dense_forward(x: Array, w: Array, b: Array | None) -> tuple[Array, DenseCache]:
-    """(n, in) · (in, out) + b -> (n, out); large products on every CPU worker (xpnn.cpu_threads.matmul)."""
-    out = matmul(x, w)
-    if b is not None:
-        out += b
-    return out, DenseCache(x, w)
+def dense_forward(x: Array, w: Array, b: Array | None, relu: bool = False) -> tuple[Array, DenseCache]:
+    """(n, in) · (in, out) + b -> (n, out), then max(·, 0) with `relu` (a ReLU layer after it: its bits); large
+    products on every CPU worker, the bias and ReLU in the native GEMM's registers (xpnn.cpu_threads.matmul)."""
+    return matmul(x, w, bias=b, relu=relu), DenseCache(x, w)
 
 
 def dense_backward(dout: Array, cache: DenseCache, need_dx: bool = True) -> tuple[Array | None, dict[str, Array]]:

@@ -25,7 +25,7 @@ from xpnn.layers import conv_chunks
 from xpnn.layers.activations import ReLU
 from xpnn.layers.base import Layer
 from xpnn.layers.conv import Conv2D, conv2d_input_grad
-from xpnn.layers.dense import Dense
+from xpnn.layers.dense import Dense, dense_forward
 from xpnn.layers.fused_norm import BatchNormRelu, ConvBatchNormRelu
 from xpnn.layers.padding import output_size, pads_2d
 from xpnn.layers.pool import AvgPool2D, MaxPool2D, pool_into, pool_values
@@ -467,8 +467,9 @@ class ConvRelu:
 
 
 class DenseRelu:
-    """Dense → ReLU as one unit: the ReLU runs in place on the Dense output (one array and one pass fewer), and
-    its gradient on the way back, as the two layers compute them (the same bits)."""
+    """Dense → ReLU as one unit: the bias and the ReLU run in the native GEMM's registers (elsewhere in place on
+    the Dense output: one array and one pass fewer), and its gradient on the way back, as the two layers compute
+    them (the same bits)."""
 
     def __init__(self, dense: Dense, relu: ReLU) -> None:
         self.layers = (dense, relu)
@@ -479,8 +480,8 @@ class DenseRelu:
         return type(dense) is Dense and type(relu) is ReLU and dense.activation.is_linear
 
     def forward(self, x: Array, training: bool = False):
-        out, cache = self.layers[0].forward(x)
-        get_backend().xp.maximum(out, 0.0, out=out)  # the Dense output is this unit's own array
+        p = self.layers[0].params
+        out, cache = dense_forward(x, p["w"], p.get("b"), relu=True)  # the ReLU in the GEMM's epilogue
         return out, (cache, out)
 
     def backward(self, dout: Array, cache, need_dx: bool = True):
