@@ -15,6 +15,7 @@ import os
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # before NumPy loads: idle BLAS workers sleep
@@ -25,6 +26,7 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("workload", help="a key of benchmarks/workloads.py, e.g. bndrop-train64")
+    ap.add_argument("--batch", type=int, help="another batch size than the workload's")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
     args = ap.parse_args()
@@ -38,6 +40,8 @@ def main() -> None:
     from xpnn.layers.fused import plan
 
     wl = {w.key: w for w in WORKLOADS}[args.workload]
+    if args.batch is not None:
+        wl = replace(wl, batch=args.batch)
     model = xpnn_model(wl.net)
     backend = get_backend()
     x, y = synthetic_batch(wl.batch, wl.net.input_shape, wl.net.classes)

@@ -105,6 +105,13 @@ def chunk_images(n: int, out_hw, k: int, itemsize: int) -> int:
     return max(1, min(n, CHUNK_IMAGES, CHUNK_BYTES // (out_hw[0] * out_hw[1] * k * itemsize)))
 
 
+def _conv_geometry(x: Array, w: Array, strides: tuple[int, int], padding: str):
+    """(pads, out_hw) of a conv of NHWC x with kernel w (fh, fw, cin, cout): TF's SAME/VALID pads and output size."""
+    (_, h, wd, _), (fh, fw) = x.shape, w.shape[:2]
+    pads = pads_2d((h, wd), (fh, fw), strides, padding)
+    return pads, (output_size(h, fh, strides[0], padding), output_size(wd, fw, strides[1], padding))
+
+
 def conv2d_forward_chunked(
     owner,
     x: Array,
@@ -122,10 +129,8 @@ def conv2d_forward_chunked(
     bits). Both on each chunk's output while it is in cache. `owner` (the layer) keeps the scratch buffers.
     """
     xp = get_backend().xp
-    n, h, wd, cin = x.shape
-    fh, fw, _, cout = w.shape
-    pads = pads_2d((h, wd), (fh, fw), strides, padding)
-    out_hw = (output_size(h, fh, strides[0], padding), output_size(wd, fw, strides[1], padding))
+    (n, _, _, cin), (fh, fw, _, cout) = x.shape, w.shape
+    pads, out_hw = _conv_geometry(x, w, strides, padding)
     w2 = w.reshape(fh * fw * cin, cout)
     chunk, bufs = chunk_images(n, out_hw, fh * fw * cin, x.dtype.itemsize), _Buffers(owner)
     out = xp.empty((n, *out_hw, cout), dtype=x.dtype)
@@ -171,12 +176,10 @@ def conv2d_forward_pooled(
     result. The conv output is never a whole array, so it never goes to memory and back. None where the implicit
     conv does not run (the caller then runs its layers); every value is the layers' bits."""
     xp = get_backend().xp
-    n, h, wd, cin = x.shape
-    fh, fw, _, cout = w.shape
+    (n, _, _, cin), (fh, fw, _, cout) = x.shape, w.shape
     if not (IMPLICIT_GEMM and native.conv_runs(x, cout)):
         return None
-    pads = pads_2d((h, wd), (fh, fw), strides, padding)
-    out_hw = (output_size(h, fh, strides[0], padding), output_size(wd, fw, strides[1], padding))
+    pads, out_hw = _conv_geometry(x, w, strides, padding)
     chunk, bufs = chunk_images(n, out_hw, fh * fw * cin, x.dtype.itemsize), _Buffers(owner)
     conv_bytes = out_hw[0] * out_hw[1] * cout * x.dtype.itemsize  # one image's conv output: a chunk's stays in cache
     run = max(1, min(_implicit_images(x.shape, pads, chunk), CHUNK_BYTES // 2 // conv_bytes))
