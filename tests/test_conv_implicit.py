@@ -212,6 +212,31 @@ def test_threads_1_and_2_give_the_same_bits(geometry, monkeypatch):
     assert all(np.array_equal(_bits(g1[k]), _bits(g2[k])) for k in g1)
 
 
+@pytest.mark.parametrize("cin", [16, 32, 64, 48, 96])
+@pytest.mark.parametrize("strides", [(1, 1), (2, 2), (2, 1), (3, 3)])
+def test_the_input_gradient_writes_every_cell_with_the_col2im_bits(cin, strides):
+    """conv_input_grad zeroes each dx row once for all its channel panels, then adds the taps: every cell written
+    (dx starts as NaN, cells no window reaches included: stride 3 with a 3x3 kernel on 11 columns), the bits of
+    the columns' GEMM then col2im."""
+    if not _avx512():
+        pytest.skip("the AVX-512 kernels do not run here")
+    n, h, w, cout = 3, 9, 11, 32
+    out_hw = (-(-h // strides[0]), -(-w // strides[1]))
+    pads = conv_chunks.pads_2d((h, w), (3, 3), strides, "same")
+    g = native.pool_geometry((n, h, w, cin), pads, (3, 3), strides, out_hw)
+    rng = np.random.default_rng(5)
+    grad = rng.standard_normal((n, *out_hw, cout)).astype(np.float32)
+    wt = rng.standard_normal((cout, 9 * cin)).astype(np.float32)
+    dx = np.full((n, h, w, cin), np.nan, np.float32)
+    assert native.conv_input_grad(grad, wt, g, dx)
+    dcols = np.empty((grad.size // cout, 9 * cin), np.float32)
+    assert native.gemm(grad.reshape(-1, cout), wt, dcols)
+    want = np.full_like(dx, np.nan)
+    native.col2im(dcols, g, want)
+    assert not np.isnan(dx).any()
+    np.testing.assert_array_equal(_bits(dx), _bits(want))
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("shape", [(777, 48), (5, 6), (1, 16), (0, 16)])
 def test_relu_grad_and_bias_sum_give_numpys_bits(shape, dtype):
