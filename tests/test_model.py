@@ -191,3 +191,21 @@ def test_call_count_params_and_layer_weights():
         dense.set_weights([w.T, b])
     with pytest.raises(TypeError, match="must be numbers; got an array of dtype <U"):
         dense.set_weights([w.astype(str), b])
+
+
+def test_a_pass_releases_each_units_cache_after_its_backward():
+    """run_pass frees the activations a unit alone holds once its backward has run (peak memory); a caller's own
+    backward keeps its caches unless it asks for release."""
+    model = xpnn.Sequential([xpnn.Dense(8), xpnn.ReLU(), xpnn.Dense(3)], dtype="float64").build((5,), seed=0)
+    rng = np.random.default_rng(0)
+    xb, yb = model._prepare(rng.standard_normal((4, 5)), rng.integers(0, 3, 4))
+    loss = xpnn.get_loss("softmax_cross_entropy")
+    logits, caches, _ = model.forward(xb, training=True)
+    _, dlogits = loss(logits, yb)
+    kept, _ = model.backward(dlogits, caches)
+    assert all(c is not None for c in caches)
+    released, _ = model.backward(dlogits, caches, release=True)
+    assert all(c is None for c in caches)
+    for a, b in zip(kept, released):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(model.run_pass(xb, yb, loss).grads[0], kept[0])
