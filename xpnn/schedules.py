@@ -52,11 +52,9 @@ class LearningRateSchedule:
     __hash__ = None  # type: ignore[assignment]
 
 
-class ExponentialDecay(LearningRateSchedule):
-    """initial_learning_rate · decay_rate^(step / decay_steps), the exponent floored when `staircase`.
-
-    TF/Keras counterpart: keras.optimizers.schedules.ExponentialDecay.
-    """
+class _StepDecay(LearningRateSchedule):
+    """A decay of initial_learning_rate driven by p = step / decay_steps (floored when `staircase`): Keras's
+    ExponentialDecay and InverseTimeDecay share these arguments and differ only in `_decay(p)`."""
 
     def __init__(
         self, initial_learning_rate: float, decay_steps: int, decay_rate: float, staircase: bool = False
@@ -70,7 +68,10 @@ class ExponentialDecay(LearningRateSchedule):
         p = step / self.decay_steps
         if self.staircase:
             p = math.floor(p)
-        return self.initial_learning_rate * self.decay_rate**p
+        return self._decay(p)
+
+    def _decay(self, p: float) -> float:
+        raise NotImplementedError
 
     def get_config(self) -> dict[str, Any]:
         """The constructor arguments, JSON-friendly (Keras's `get_config`); `cls(**config)` rebuilds it."""
@@ -80,6 +81,16 @@ class ExponentialDecay(LearningRateSchedule):
             "decay_rate": self.decay_rate,
             "staircase": self.staircase,
         }
+
+
+class ExponentialDecay(_StepDecay):
+    """initial_learning_rate · decay_rate^(step / decay_steps), the exponent floored when `staircase`.
+
+    TF/Keras counterpart: keras.optimizers.schedules.ExponentialDecay.
+    """
+
+    def _decay(self, p: float) -> float:
+        return self.initial_learning_rate * self.decay_rate**p
 
 
 class PiecewiseConstantDecay(LearningRateSchedule):
@@ -110,34 +121,14 @@ class PiecewiseConstantDecay(LearningRateSchedule):
         return {"boundaries": list(self.boundaries), "values": list(self.values)}
 
 
-class InverseTimeDecay(LearningRateSchedule):
+class InverseTimeDecay(_StepDecay):
     """initial_learning_rate / (1 + decay_rate · step / decay_steps), the ratio floored when `staircase`.
 
     TF/Keras counterpart: keras.optimizers.schedules.InverseTimeDecay.
     """
 
-    def __init__(
-        self, initial_learning_rate: float, decay_steps: int, decay_rate: float, staircase: bool = False
-    ) -> None:
-        self.initial_learning_rate = _real("initial_learning_rate", initial_learning_rate, nonnegative=True)
-        self.decay_steps = _real("decay_steps", decay_steps, positive=True)
-        self.decay_rate = _real("decay_rate", decay_rate, nonnegative=True)
-        self.staircase = bool(staircase)
-
-    def __call__(self, step: int) -> float:
-        p = step / self.decay_steps
-        if self.staircase:
-            p = math.floor(p)
+    def _decay(self, p: float) -> float:
         return self.initial_learning_rate / (1.0 + self.decay_rate * p)
-
-    def get_config(self) -> dict[str, Any]:
-        """The constructor arguments, JSON-friendly (Keras's `get_config`); `cls(**config)` rebuilds it."""
-        return {
-            "initial_learning_rate": self.initial_learning_rate,
-            "decay_steps": self.decay_steps,
-            "decay_rate": self.decay_rate,
-            "staircase": self.staircase,
-        }
 
 
 class PolynomialDecay(LearningRateSchedule):

@@ -221,18 +221,10 @@ class ConvReluPool:
         return implicit or not native.takes(x)
 
     def _inference_forward(self, x: Array):
-        """The layers' values (max(relu(conv + b)) = relu(max(conv) + b) exactly: rounding is monotonic), each
-        chunk pooled while in cache; the cache keeps x only, and a backward after it reruns the training forward."""
+        """The layers' values (max(relu(conv + b)) = relu(max(conv) + b) exactly: rounding is monotonic); the
+        cache keeps x only, and a backward after it reruns the training forward."""
         conv, _, pool = self.layers
-        p = conv.params
-        pooled_hw = pool.compute_output_shape(conv.output_shape)[:2]
-        pooled = conv_chunks.conv2d_forward_pooled(
-            conv, x, p["w"], p.get("b"), conv.strides, conv.padding, partial(pool_into, pool), pooled_hw
-        )
-        if pooled is None:  # the twin: the chunked conv (bias and ReLU per chunk), then the pool's values
-            out, _ = conv_chunks.conv2d_forward_chunked(conv, x, p["w"], p.get("b"), conv.strides, conv.padding, True)
-            pooled = pool_values(pool, out)
-        return pooled, x
+        return conv_pool_inference(conv, pool, x), x
 
     def forward(self, x: Array, training: bool = False) -> tuple[Array, ConvReluPoolCache]:
         if not training and self._conv_then_pool(x):
@@ -517,22 +509,7 @@ class ConvUnitPool:
             if not self.unit._fused(x):
                 return None
             affine = self.unit.layers[1].inference_affine()
-        if not conv_chunks.takes(conv, x):
-            return None
-        p = conv.params
-        pooled = None
-        if native.takes(x):
-            pooled_hw = self.pool.compute_output_shape(conv.output_shape)[:2]
-            into = partial(pool_into, self.pool)
-            pooled = conv_chunks.conv2d_forward_pooled(
-                conv, x, p["w"], p.get("b"), conv.strides, conv.padding, into, pooled_hw, relu=True, affine=affine
-            )
-        if pooled is None:  # no implicit conv (the twin, float64): the chunked conv with its epilogue, the pool
-            out, _ = conv_chunks.conv2d_forward_chunked(
-                conv, x, p["w"], p.get("b"), conv.strides, conv.padding, relu=True, affine=affine
-            )
-            pooled = pool_values(self.pool, out)
-        return pooled
+        return conv_pool_inference(conv, self.pool, x, affine) if conv_chunks.takes(conv, x) else None
 
     def forward(self, x: Array, training: bool = False):
         if not training:
@@ -551,6 +528,20 @@ class ConvUnitPool:
         d, _ = self.pool.backward(dout, pool_cache)
         dx, grads = self.unit.backward(d, unit_cache, need_dx)
         return dx, [*grads, {}]
+
+
+def conv_pool_inference(conv: Conv2D, pool: Layer, x: Array, affine: tuple[Array, Array] | None = None) -> Array:
+    """Inference of conv (+ b, · inv + shift with `affine`, ReLU) then `pool` on the CPU (conv_chunks takes the conv):
+    each chunk pooled while in cache where the implicit conv runs, else the chunked conv with its epilogue and the
+    pool's values (no winners). The layers' bits either way."""
+    p = conv.params
+    args = (conv, x, p["w"], p.get("b"), conv.strides, conv.padding)
+    pooled_hw = pool.compute_output_shape(conv.output_shape)[:2]
+    pooled = conv_chunks.conv2d_forward_pooled(*args, partial(pool_into, pool), pooled_hw, relu=True, affine=affine)
+    if pooled is None:  # no implicit conv (the twin, float64)
+        out, _ = conv_chunks.conv2d_forward_chunked(*args, relu=True, affine=affine)
+        pooled = pool_values(pool, out)
+    return pooled
 
 
 def uses_native(x: Array) -> bool:

@@ -10,6 +10,7 @@ path CuPy and machines without a compiler run, and the tests' oracle (same bits)
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -209,15 +210,23 @@ def pool_into(layer: Layer, x: Array, out: Array) -> bool:
         argmax = get_backend().xp.empty(out.shape, dtype=native.winner_dtype(pool_size[0] * pool_size[1]))
         native.max_pool_forward(x, g, out, argmax)
     else:
-        counts = get_backend().xp.ascontiguousarray(_counts(x.shape, pool_size, strides, pads, out_hw).reshape(out_hw))
-        native.avg_pool_forward(x, counts.astype(x.dtype), g, out)
+        counts = _counts(x.shape, pool_size, strides, pads, out_hw).reshape(out_hw).astype(x.dtype)  # a C-order copy
+        native.avg_pool_forward(x, counts, g, out)
     return True
 
 
 def _counts(x_shape, pool_size, strides, pads, out_hw) -> Array:
-    """(1, out_h, out_w, 1): each window's real (unpadded) cells."""
+    """(1, out_h, out_w, 1): each window's real (unpadded) cells, float64; computed once per geometry and backend
+    (an inference pool runs once per chunk of a conv's output), so never to be written to."""
+    (top, bottom), (left, right) = pads
+    key = (tuple(pool_size), tuple(strides), (top, bottom, left, right), tuple(out_hw))
+    return _counts_of(get_backend().name, int(x_shape[1]), int(x_shape[2]), *key)
+
+
+@functools.lru_cache(maxsize=64)
+def _counts_of(backend: str, h: int, w: int, pool_size, strides, pads, out_hw) -> Array:
     xp = get_backend().xp
-    ones = pad_hw(xp.ones((1, x_shape[1], x_shape[2], 1), dtype=xp.float64), pads)
+    ones = pad_hw(xp.ones((1, h, w, 1), dtype=xp.float64), ((pads[0], pads[1]), (pads[2], pads[3])))
     return window_view(ones, pool_size, strides, out_hw).sum(axis=(3, 4))
 
 
